@@ -55,6 +55,13 @@ pub struct Accounting {
     pub layers: Vec<LayerCost>,
 }
 
+impl Accounting {
+    /// Bytes needed to run one f32 inference: the weights plus the peak activations.
+    pub fn inference_memory_bytes(&self) -> u64 {
+        self.weight_bytes + self.inference_activation_bytes
+    }
+}
+
 fn conv_cost(c: &Conv) -> (u64, u64, u64) {
     let (cin, cout, k) = (u64::from(c.in_channels), u64::from(c.out_channels), u64::from(c.kernel));
     let per_output = cin / u64::from(c.groups) * k * k;

@@ -2,6 +2,7 @@
 //! scaling, the resolver that turns any of them into a [`Plan`], exact accounting and the budget solver.
 
 pub mod accounting;
+pub mod accuracy;
 pub mod error;
 pub mod memory;
 pub mod padding;
@@ -9,6 +10,7 @@ pub mod plan;
 pub mod preprocess;
 pub mod resolve;
 pub mod scaling;
+pub mod solver;
 pub mod spec;
 pub mod variant;
 
