@@ -63,7 +63,11 @@ impl Accounting {
 }
 
 fn conv_cost(c: &Conv) -> (u64, u64, u64) {
-    let (cin, cout, k) = (u64::from(c.in_channels), u64::from(c.out_channels), u64::from(c.kernel));
+    let (cin, cout, k) = (
+        u64::from(c.in_channels),
+        u64::from(c.out_channels),
+        u64::from(c.kernel),
+    );
     let per_output = cin / u64::from(c.groups) * k * k;
     let out_pixels = u64::from(c.output_size) * u64::from(c.output_size);
     let params = cout * per_output + u64::from(c.bias) * cout + u64::from(c.batch_norm) * 2 * cout;
@@ -77,24 +81,45 @@ pub fn account(plan: &Plan) -> Accounting {
     let mut layers = Vec::new();
     let mut buffers = 0;
     for (i, layer) in plan.layers().into_iter().enumerate() {
-        let (kind, cin, cout, kernel, stride, input_size, output_size, params, macs) = match layer.op {
-            LayerOp::Conv(c) => {
-                let (params, macs, bn_buffers) = conv_cost(c);
-                buffers += bn_buffers;
-                let kind = if c.is_depthwise() {
-                    "depthwise"
-                } else if c.bias {
-                    "se"
-                } else {
-                    "conv"
-                };
-                (kind, c.in_channels, c.out_channels, c.kernel, c.stride, c.input_size, c.output_size, params, macs)
-            }
-            LayerOp::Linear(l) => {
-                let (i, o) = (u64::from(l.in_features), u64::from(l.out_features));
-                ("linear", l.in_features, l.out_features, 1, 1, 1, 1, i * o + o, i * o)
-            }
-        };
+        let (kind, cin, cout, kernel, stride, input_size, output_size, params, macs) =
+            match layer.op {
+                LayerOp::Conv(c) => {
+                    let (params, macs, bn_buffers) = conv_cost(c);
+                    buffers += bn_buffers;
+                    let kind = if c.is_depthwise() {
+                        "depthwise"
+                    } else if c.bias {
+                        "se"
+                    } else {
+                        "conv"
+                    };
+                    (
+                        kind,
+                        c.in_channels,
+                        c.out_channels,
+                        c.kernel,
+                        c.stride,
+                        c.input_size,
+                        c.output_size,
+                        params,
+                        macs,
+                    )
+                }
+                LayerOp::Linear(l) => {
+                    let (i, o) = (u64::from(l.in_features), u64::from(l.out_features));
+                    (
+                        "linear",
+                        l.in_features,
+                        l.out_features,
+                        1,
+                        1,
+                        1,
+                        1,
+                        i * o + o,
+                        i * o,
+                    )
+                }
+            };
         layers.push(LayerCost {
             name: layer.name,
             kind,

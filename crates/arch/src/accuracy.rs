@@ -25,7 +25,10 @@ pub fn published_curve() -> Vec<(u64, f64)> {
         .map(|name| {
             let v = Variant::by_name(name).expect("B0..B7 are known");
             let plan = resolve(&v.config()).expect("official variants resolve");
-            (account(&plan).macs, v.published_top1.expect("B0..B7 have a published top-1").0)
+            (
+                account(&plan).macs,
+                v.published_top1.expect("B0..B7 have a published top-1").0,
+            )
         })
         .collect()
 }
@@ -35,7 +38,10 @@ pub fn predict_top1(macs: u64) -> Top1Estimate {
     let curve = published_curve();
     let x = (macs.max(1) as f64).ln();
     let points: Vec<(f64, f64)> = curve.iter().map(|&(m, a)| ((m as f64).ln(), a)).collect();
-    let segment = points.windows(2).position(|w| x <= w[1].0).unwrap_or(points.len() - 2);
+    let segment = points
+        .windows(2)
+        .position(|w| x <= w[1].0)
+        .unwrap_or(points.len() - 2);
     let ((x0, y0), (x1, y1)) = (points[segment], points[segment + 1]);
     let extrapolated = x < points[0].0 || x > points[points.len() - 1].0;
     let top1 = (y0 + (y1 - y0) * (x - x0) / (x1 - x0)).clamp(0.0, 100.0);
@@ -50,7 +56,10 @@ mod tests {
     fn the_curve_passes_through_the_published_points() {
         for (macs, top1) in published_curve() {
             let e = predict_top1(macs);
-            assert!((e.top1 - top1).abs() < 1e-9 && !e.extrapolated, "{macs}: {e:?}");
+            assert!(
+                (e.top1 - top1).abs() < 1e-9 && !e.extrapolated,
+                "{macs}: {e:?}"
+            );
         }
     }
 

@@ -58,7 +58,11 @@ impl Liveness {
     }
 
     fn live_elements_at(&self, op: usize) -> u64 {
-        self.buffers.iter().filter(|(_, first, last)| *first <= op && op <= *last).map(|b| b.0).sum()
+        self.buffers
+            .iter()
+            .filter(|(_, first, last)| *first <= op && op <= *last)
+            .map(|b| b.0)
+            .sum()
     }
 }
 
@@ -69,7 +73,9 @@ fn elements(channels: u32, size: u32) -> u64 {
 /// Elements a convolution keeps for backward: its input, BN's input, the activation's input.
 fn conv_saved(c: &Conv) -> u64 {
     let out = elements(c.out_channels, c.output_size);
-    elements(c.in_channels, c.input_size) + u64::from(c.batch_norm) * out + u64::from(c.activation.is_some()) * out
+    elements(c.in_channels, c.input_size)
+        + u64::from(c.batch_norm) * out
+        + u64::from(c.activation.is_some()) * out
 }
 
 /// Computes both memory figures for a plan.
@@ -96,7 +102,8 @@ pub fn activation_memory(plan: &Plan) -> ActivationMemory {
             let pooled = tape.op(&[dw], u64::from(se.reduce.in_channels));
             let reduced = conv(&mut tape, &se.reduce, pooled, 0);
             // The in-place multiply keeps the depthwise output and the gate for backward: attributed to SE expand.
-            let kept = elements(b.depthwise.out_channels, b.depthwise.output_size) + u64::from(se.expand.out_channels);
+            let kept = elements(b.depthwise.out_channels, b.depthwise.output_size)
+                + u64::from(se.expand.out_channels);
             let gate = conv(&mut tape, &se.expand, reduced, kept);
             tape.op(&[dw, gate], 0);
         }
@@ -111,6 +118,12 @@ pub fn activation_memory(plan: &Plan) -> ActivationMemory {
     tape.op(&[pooled], u64::from(plan.classifier.out_features));
     layer_ops.push(tape.op);
     saved.push(u64::from(plan.classifier.in_features) * F32_BYTES);
-    let live_bytes = layer_ops.iter().map(|&op| tape.live_elements_at(op) * F32_BYTES).collect();
-    ActivationMemory { live_bytes, saved_bytes: saved }
+    let live_bytes = layer_ops
+        .iter()
+        .map(|&op| tape.live_elements_at(op) * F32_BYTES)
+        .collect();
+    ActivationMemory {
+        live_bytes,
+        saved_bytes: saved,
+    }
 }

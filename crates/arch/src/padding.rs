@@ -19,12 +19,20 @@ impl Padding {
             Padding::TfSame => {
                 let output = input.div_ceil(stride);
                 let total = ((output - 1) * stride + kernel).saturating_sub(input);
-                AxisPad { begin: total / 2, end: total - total / 2, output }
+                AxisPad {
+                    begin: total / 2,
+                    end: total - total / 2,
+                    output,
+                }
             }
             Padding::Symmetric => {
                 let pad = (kernel - 1) / 2;
                 let output = (input + 2 * pad - kernel) / stride + 1;
-                AxisPad { begin: pad, end: pad, output }
+                AxisPad {
+                    begin: pad,
+                    end: pad,
+                    output,
+                }
             }
         }
     }
@@ -66,17 +74,66 @@ mod tests {
     fn tf_same_matches_the_published_b0_pads() {
         // efficientnet-facts.md §1.1: stem k3 s2 @224 -> (0,1); k5 s2 @56 -> (1,2); k5 s1 -> (2,2).
         let p = Padding::TfSame;
-        assert_eq!(p.along(224, 3, 2), AxisPad { begin: 0, end: 1, output: 112 });
-        assert_eq!(p.along(56, 5, 2), AxisPad { begin: 1, end: 2, output: 28 });
-        assert_eq!(p.along(14, 5, 1), AxisPad { begin: 2, end: 2, output: 14 });
-        assert_eq!(p.along(15, 3, 2), AxisPad { begin: 1, end: 1, output: 8 });
-        assert_eq!(p.along(1, 3, 2), AxisPad { begin: 1, end: 1, output: 1 });
+        assert_eq!(
+            p.along(224, 3, 2),
+            AxisPad {
+                begin: 0,
+                end: 1,
+                output: 112
+            }
+        );
+        assert_eq!(
+            p.along(56, 5, 2),
+            AxisPad {
+                begin: 1,
+                end: 2,
+                output: 28
+            }
+        );
+        assert_eq!(
+            p.along(14, 5, 1),
+            AxisPad {
+                begin: 2,
+                end: 2,
+                output: 14
+            }
+        );
+        assert_eq!(
+            p.along(15, 3, 2),
+            AxisPad {
+                begin: 1,
+                end: 1,
+                output: 8
+            }
+        );
+        assert_eq!(
+            p.along(1, 3, 2),
+            AxisPad {
+                begin: 1,
+                end: 1,
+                output: 1
+            }
+        );
     }
 
     #[test]
     fn symmetric_matches_pytorch() {
         let p = Padding::Symmetric;
-        assert_eq!(p.along(224, 3, 2), AxisPad { begin: 1, end: 1, output: 112 });
-        assert_eq!(p.along(15, 5, 2), AxisPad { begin: 2, end: 2, output: 8 });
+        assert_eq!(
+            p.along(224, 3, 2),
+            AxisPad {
+                begin: 1,
+                end: 1,
+                output: 112
+            }
+        );
+        assert_eq!(
+            p.along(15, 5, 2),
+            AxisPad {
+                begin: 2,
+                end: 2,
+                output: 8
+            }
+        );
     }
 }

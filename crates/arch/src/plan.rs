@@ -44,7 +44,12 @@ impl Conv {
     /// Shape of the weight in PyTorch order `[out, in / groups, k, k]`.
     pub fn weight_shape(&self) -> [usize; 4] {
         let k = self.kernel as usize;
-        [self.out_channels as usize, (self.in_channels / self.groups) as usize, k, k]
+        [
+            self.out_channels as usize,
+            (self.in_channels / self.groups) as usize,
+            k,
+            k,
+        ]
     }
 }
 
@@ -171,7 +176,10 @@ pub struct Layer<'a> {
 impl Plan {
     /// Every layer with a weight, in execution order, under its canonical name.
     pub fn layers(&self) -> Vec<Layer<'_>> {
-        let conv = |name: String, c| Layer { name, op: LayerOp::Conv(c) };
+        let conv = |name: String, c| Layer {
+            name,
+            op: LayerOp::Conv(c),
+        };
         let mut layers = vec![conv("stem".into(), &self.stem)];
         for b in &self.blocks {
             let prefix = format!("blocks.{}", b.index);
@@ -186,7 +194,10 @@ impl Plan {
             layers.push(conv(format!("{prefix}.project"), &b.project));
         }
         layers.push(conv("head".into(), &self.head));
-        layers.push(Layer { name: "classifier".into(), op: LayerOp::Linear(&self.classifier) });
+        layers.push(Layer {
+            name: "classifier".into(),
+            op: LayerOp::Linear(&self.classifier),
+        });
         layers
     }
 

@@ -45,7 +45,12 @@ pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 impl Preprocessing {
     /// The official B-series evaluation: ImageNet mean/std, crop `res / (res + 32)`, bicubic.
     pub fn imagenet(resolution: u32) -> Self {
-        Self { mean: IMAGENET_MEAN, std: IMAGENET_STD, crop_pct: tf_crop_pct(resolution), interpolation: Interpolation::Bicubic }
+        Self {
+            mean: IMAGENET_MEAN,
+            std: IMAGENET_STD,
+            crop_pct: tf_crop_pct(resolution),
+            interpolation: Interpolation::Bicubic,
+        }
     }
 
     /// The official Lite/EdgeTPU evaluation: `(pixel - 127) / 128`, crop `res / (res + 32)`, bilinear.
@@ -60,12 +65,20 @@ impl Preprocessing {
 
     /// AdvProp checkpoints: inputs in [-1, 1] (`pixel * 2 / 255 - 1`).
     pub fn advprop(resolution: u32) -> Self {
-        Self { mean: [0.5; 3], std: [0.5; 3], crop_pct: tf_crop_pct(resolution), interpolation: Interpolation::Bicubic }
+        Self {
+            mean: [0.5; 3],
+            std: [0.5; 3],
+            crop_pct: tf_crop_pct(resolution),
+            interpolation: Interpolation::Bicubic,
+        }
     }
 
     /// The same preprocessing evaluated at another resolution (the crop fraction follows the TF rule).
     pub fn at_resolution(self, resolution: u32) -> Self {
-        Self { crop_pct: tf_crop_pct(resolution), ..self }
+        Self {
+            crop_pct: tf_crop_pct(resolution),
+            ..self
+        }
     }
 }
 
@@ -81,8 +94,21 @@ mod tests {
     #[test]
     fn crop_fractions_match_timm_tf_configs() {
         // timm tf_efficientnet crop_pct for B0..B7 (efficientnet-facts.md §3), to 3 decimals.
-        for (res, pct) in [(224, 0.875), (240, 0.882), (260, 0.890), (300, 0.904), (380, 0.922), (456, 0.934), (528, 0.942), (600, 0.949)] {
-            assert!((tf_crop_pct(res) - pct).abs() < 1e-3, "{res}: {}", tf_crop_pct(res));
+        for (res, pct) in [
+            (224, 0.875),
+            (240, 0.882),
+            (260, 0.890),
+            (300, 0.904),
+            (380, 0.922),
+            (456, 0.934),
+            (528, 0.942),
+            (600, 0.949),
+        ] {
+            assert!(
+                (tf_crop_pct(res) - pct).abs() < 1e-3,
+                "{res}: {}",
+                tf_crop_pct(res)
+            );
         }
     }
 

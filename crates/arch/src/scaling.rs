@@ -19,7 +19,11 @@ pub struct Coefficients {
 impl Default for Coefficients {
     /// The paper's grid-search result on B0: 1.2, 1.1, 1.15.
     fn default() -> Self {
-        Self { alpha: 1.2, beta: 1.1, gamma: 1.15 }
+        Self {
+            alpha: 1.2,
+            beta: 1.1,
+            gamma: 1.15,
+        }
     }
 }
 
@@ -36,7 +40,11 @@ fn check(name: &'static str, value: f64, (lo, hi): (f64, f64)) -> Result<()> {
     if value.is_finite() && value >= lo && value <= hi {
         Ok(())
     } else {
-        Err(ArchError::BadCoefficient { name, value, reason: format!("must be a number in [{lo}, {hi}]") })
+        Err(ArchError::BadCoefficient {
+            name,
+            value,
+            reason: format!("must be a number in [{lo}, {hi}]"),
+        })
     }
 }
 
@@ -55,7 +63,11 @@ impl Coefficients {
 }
 
 /// Scales `base` by `phi`: width `* beta^phi`, depth `* alpha^phi`, resolution `* gamma^phi` (rounded).
-pub fn compound(base: &NetworkConfig, phi: f64, coefficients: Coefficients) -> Result<NetworkConfig> {
+pub fn compound(
+    base: &NetworkConfig,
+    phi: f64,
+    coefficients: Coefficients,
+) -> Result<NetworkConfig> {
     check("phi", phi, PHI_RANGE)?;
     coefficients.validate()?;
     let resolution = (f64::from(base.resolution) * coefficients.gamma.powf(phi)).round();
@@ -70,7 +82,12 @@ pub fn compound(base: &NetworkConfig, phi: f64, coefficients: Coefficients) -> R
 }
 
 /// `base` with explicit width and depth multipliers (relative to the unscaled base) and resolution.
-pub fn custom(base: &NetworkConfig, width: f64, depth: f64, resolution: u32) -> Result<NetworkConfig> {
+pub fn custom(
+    base: &NetworkConfig,
+    width: f64,
+    depth: f64,
+    resolution: u32,
+) -> Result<NetworkConfig> {
     check("width", width, MULTIPLIER_RANGE)?;
     check("depth", depth, MULTIPLIER_RANGE)?;
     let (lo, hi) = RESOLUTION_RANGE;
@@ -152,13 +169,33 @@ mod tests {
         for (phi, coeffs, needle) in [
             (f64::NAN, Coefficients::default(), "phi"),
             (99.0, Coefficients::default(), "phi"),
-            (1.0, Coefficients { alpha: 0.9, ..Coefficients::default() }, "alpha"),
-            (1.0, Coefficients { gamma: -1.0, ..Coefficients::default() }, "gamma"),
+            (
+                1.0,
+                Coefficients {
+                    alpha: 0.9,
+                    ..Coefficients::default()
+                },
+                "alpha",
+            ),
+            (
+                1.0,
+                Coefficients {
+                    gamma: -1.0,
+                    ..Coefficients::default()
+                },
+                "gamma",
+            ),
         ] {
             let err = compound(&b0, phi, coeffs).unwrap_err().to_string();
             assert!(err.contains(needle), "{err}");
         }
-        assert!(custom(&b0, -1.0, 1.0, 224).unwrap_err().to_string().contains("width"));
-        assert!(custom(&b0, 1.0, 1.0, 3).unwrap_err().to_string().contains("resolution"));
+        assert!(custom(&b0, -1.0, 1.0, 224)
+            .unwrap_err()
+            .to_string()
+            .contains("width"));
+        assert!(custom(&b0, 1.0, 1.0, 3)
+            .unwrap_err()
+            .to_string()
+            .contains("resolution"));
     }
 }

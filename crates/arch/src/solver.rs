@@ -32,7 +32,9 @@ impl Budget {
     /// Whether a network with these costs fits.
     pub fn admits(&self, a: &Accounting) -> bool {
         let within = |limit: Option<u64>, value: u64| limit.is_none_or(|l| value <= l);
-        within(self.max_macs, a.macs) && within(self.max_memory, a.inference_memory_bytes()) && within(self.max_params, a.params)
+        within(self.max_macs, a.macs)
+            && within(self.max_memory, a.inference_memory_bytes())
+            && within(self.max_params, a.params)
     }
 
     /// Whether any limit is set.
@@ -79,28 +81,46 @@ fn grid_bounds(base: &NetworkConfig, c: Coefficients) -> (i64, i64) {
     limit(base.width, c.beta, MULTIPLIER_RANGE);
     limit(base.depth, c.alpha, MULTIPLIER_RANGE);
     let (rmin, rmax) = RESOLUTION_RANGE;
-    limit(f64::from(base.resolution), c.gamma, (f64::from(rmin) + 0.5, f64::from(rmax) - 0.5));
-    ((lo / PHI_STEP).ceil() as i64, (hi / PHI_STEP).floor() as i64)
+    limit(
+        f64::from(base.resolution),
+        c.gamma,
+        (f64::from(rmin) + 0.5, f64::from(rmax) - 0.5),
+    );
+    (
+        (lo / PHI_STEP).ceil() as i64,
+        (hi / PHI_STEP).floor() as i64,
+    )
 }
 
 /// Resolves and accounts the network at grid index `k`; `None` if it cannot be resolved (too large).
 fn candidate(base: &NetworkConfig, c: Coefficients, k: i64) -> Option<Candidate> {
     let config = compound(base, phi_of(k), c).ok()?;
     let plan = resolve(&config).ok()?;
-    Some(Candidate { phi: phi_of(k), accounting: account(&plan), plan })
+    Some(Candidate {
+        phi: phi_of(k),
+        accounting: account(&plan),
+        plan,
+    })
 }
 
 /// Solves: the largest `phi` on the grid such that the scaled `base` fits `budget`.
 pub fn fit(base: &NetworkConfig, coefficients: Coefficients, budget: &Budget) -> Result<Fit> {
     coefficients.validate()?;
     if budget.is_unbounded() {
-        return Err(ArchError::Infeasible("no budget given: set a limit on MACs, memory or parameters".into()));
+        return Err(ArchError::Infeasible(
+            "no budget given: set a limit on MACs, memory or parameters".into(),
+        ));
     }
     let (k_min, k_max) = grid_bounds(base, coefficients);
     let smallest = (k_min..=k_max)
         .take(16)
         .find_map(|k| candidate(base, coefficients, k).map(|c| (k, c)))
-        .ok_or_else(|| ArchError::Infeasible(format!("no network of `{}` resolves on the phi grid", base.name)))?;
+        .ok_or_else(|| {
+            ArchError::Infeasible(format!(
+                "no network of `{}` resolves on the phi grid",
+                base.name
+            ))
+        })?;
     let fits = |k: i64| candidate(base, coefficients, k).filter(|c| budget.admits(&c.accounting));
     let (k_first, smallest) = smallest;
     if !budget.admits(&smallest.accounting) {
@@ -137,8 +157,13 @@ pub fn fit(base: &NetworkConfig, coefficients: Coefficients, budget: &Budget) ->
         }
     }
     let best = fits(lo).expect("the lower end of the bisection fits");
-    let next = (hi <= k_max).then(|| candidate(base, coefficients, hi)).flatten();
-    let family = VARIANTS.iter().find(|v| v.config().base == base.base).map(|v| v.family);
+    let next = (hi <= k_max)
+        .then(|| candidate(base, coefficients, hi))
+        .flatten();
+    let family = VARIANTS
+        .iter()
+        .find(|v| v.config().base == base.base)
+        .map(|v| v.family);
     let fitting_variants = VARIANTS
         .iter()
         .filter(|v| Some(v.family) == family)
@@ -147,5 +172,9 @@ pub fn fit(base: &NetworkConfig, coefficients: Coefficients, budget: &Budget) ->
             budget.admits(&a).then_some((v, a))
         })
         .collect();
-    Ok(Fit { best, next, fitting_variants })
+    Ok(Fit {
+        best,
+        next,
+        fitting_variants,
+    })
 }

@@ -33,13 +33,19 @@ pub struct BlockArgs {
 }
 
 fn bad(block: &str, reason: impl Into<String>) -> ArchError {
-    ArchError::BadBlockString { block: block.to_string(), reason: reason.into() }
+    ArchError::BadBlockString {
+        block: block.to_string(),
+        reason: reason.into(),
+    }
 }
 
 fn parse_positive(block: &str, key: &str, value: &str) -> Result<u32> {
-    let n: u32 = value
-        .parse()
-        .map_err(|_| bad(block, format!("option `{key}` needs a whole number, got `{value}`")))?;
+    let n: u32 = value.parse().map_err(|_| {
+        bad(
+            block,
+            format!("option `{key}` needs a whole number, got `{value}`"),
+        )
+    })?;
     if n == 0 {
         return Err(bad(block, format!("option `{key}` must be at least 1")));
     }
@@ -54,7 +60,9 @@ impl FromStr for BlockArgs {
         let (mut repeats, mut kernel, mut stride, mut expand) = (None, None, None, None);
         let (mut input, mut output, mut se_ratio, mut id_skip) = (None, None, None, true);
         for op in block.split('_') {
-            let split = op.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(op.len());
+            let split = op
+                .find(|c: char| c.is_ascii_digit() || c == '.')
+                .unwrap_or(op.len());
             let (key, value) = op.split_at(split);
             match key {
                 "r" => repeats = Some(parse_positive(block, key, value)?),
@@ -65,18 +73,28 @@ impl FromStr for BlockArgs {
                 "s" => {
                     let digits: Vec<u32> = value.chars().filter_map(|c| c.to_digit(10)).collect();
                     if value.len() != 2 || digits.len() != 2 {
-                        return Err(bad(block, format!("stride `s{value}` must be two digits, e.g. s11 or s22")));
+                        return Err(bad(
+                            block,
+                            format!("stride `s{value}` must be two digits, e.g. s11 or s22"),
+                        ));
                     }
                     if digits[0] != digits[1] || digits[0] == 0 {
-                        return Err(bad(block, format!("stride `s{value}` must be square and non-zero")));
+                        return Err(bad(
+                            block,
+                            format!("stride `s{value}` must be square and non-zero"),
+                        ));
                     }
                     stride = Some(digits[0]);
                 }
                 "se" => {
-                    let ratio: f64 =
-                        value.parse().map_err(|_| bad(block, format!("SE ratio `se{value}` is not a number")))?;
+                    let ratio: f64 = value
+                        .parse()
+                        .map_err(|_| bad(block, format!("SE ratio `se{value}` is not a number")))?;
                     if !(ratio > 0.0 && ratio <= 1.0) {
-                        return Err(bad(block, format!("SE ratio `se{value}` must be in (0, 1]")));
+                        return Err(bad(
+                            block,
+                            format!("SE ratio `se{value}` must be in (0, 1]"),
+                        ));
                     }
                     se_ratio = Some(ratio);
                 }
@@ -85,7 +103,9 @@ impl FromStr for BlockArgs {
                 _ => return Err(bad(block, format!("unsupported option `{op}`"))),
             }
         }
-        let need = |v: Option<u32>, key: &str| v.ok_or_else(|| bad(block, format!("missing option `{key}`")));
+        let need = |v: Option<u32>, key: &str| {
+            v.ok_or_else(|| bad(block, format!("missing option `{key}`")))
+        };
         let kernel = need(kernel, "k")?;
         if kernel % 2 == 0 {
             return Err(bad(block, format!("kernel k{kernel} must be odd")));
@@ -109,7 +129,13 @@ impl fmt::Display for BlockArgs {
         write!(
             f,
             "r{}_k{}_s{}{}_e{}_i{}_o{}",
-            self.repeats, self.kernel, self.stride, self.stride, self.expand_ratio, self.input_filters, self.output_filters
+            self.repeats,
+            self.kernel,
+            self.stride,
+            self.stride,
+            self.expand_ratio,
+            self.input_filters,
+            self.output_filters
         )?;
         if let Some(ratio) = self.se_ratio {
             write!(f, "_se{ratio}")?;
@@ -136,7 +162,11 @@ pub fn decode_blocks(text: &str) -> Result<Vec<BlockArgs>> {
 
 /// Encodes blocks as a comma-separated list, the inverse of [`decode_blocks`].
 pub fn encode_blocks(blocks: &[BlockArgs]) -> String {
-    blocks.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+    blocks
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The seven stages of EfficientNet-B0 (TF `_DEFAULT_BLOCKS_ARGS`).

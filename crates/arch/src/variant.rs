@@ -49,17 +49,26 @@ pub struct BaseNetwork {
 impl BaseNetwork {
     /// EfficientNet-B0, the base of the B-series.
     pub fn b0() -> Self {
-        Self::from_blocks(B0_BLOCKS, Activation::Swish, false).expect("the shipped B0 spec is valid")
+        Self::from_blocks(B0_BLOCKS, Activation::Swish, false)
+            .expect("the shipped B0 spec is valid")
     }
 
     /// The Lite base: B0 without SE, ReLU6, fixed stem and head.
     pub fn lite() -> Self {
-        Self::from_blocks(LITE_BLOCKS, Activation::Relu6, true).expect("the shipped Lite spec is valid")
+        Self::from_blocks(LITE_BLOCKS, Activation::Relu6, true)
+            .expect("the shipped Lite spec is valid")
     }
 
     /// A base network from block strings with B0's stem (32), head (1280) and resolution (224).
     pub fn from_blocks(text: &str, activation: Activation, fix_head_stem: bool) -> Result<Self> {
-        let base = Self { blocks: decode_blocks(text)?, stem_filters: 32, head_filters: 1280, resolution: 224, activation, fix_head_stem };
+        let base = Self {
+            blocks: decode_blocks(text)?,
+            stem_filters: 32,
+            head_filters: 1280,
+            resolution: 224,
+            activation,
+            fix_head_stem,
+        };
         base.validate()?;
         Ok(base)
     }
@@ -123,8 +132,24 @@ pub const VARIANTS: &[Variant] = &[
     b("b5", 1.6, 2.2, 456, 0.4, 30_389_784, Some((83.6, AA))),
     b("b6", 1.8, 2.6, 528, 0.5, 43_040_704, Some((84.0, AA))),
     b("b7", 2.0, 3.1, 600, 0.5, 66_347_960, Some((84.3, AA))),
-    b("b8", 2.2, 3.6, 672, 0.5, 87_413_142, Some((85.5, "TF AdvProp+AA checkpoint"))),
-    b("l2", 4.3, 5.3, 800, 0.5, 480_309_308, Some((88.4, "TF NoisyStudent+RA checkpoint"))),
+    b(
+        "b8",
+        2.2,
+        3.6,
+        672,
+        0.5,
+        87_413_142,
+        Some((85.5, "TF AdvProp+AA checkpoint")),
+    ),
+    b(
+        "l2",
+        4.3,
+        5.3,
+        800,
+        0.5,
+        480_309_308,
+        Some((88.4, "TF NoisyStudent+RA checkpoint")),
+    ),
     lite("lite0", 1.0, 1.0, 224, 0.2, 4_652_008, 75.1),
     lite("lite1", 1.0, 1.1, 240, 0.2, 5_416_680, 76.7),
     lite("lite2", 1.1, 1.2, 260, 0.3, 6_092_072, 77.6),
@@ -141,10 +166,27 @@ const fn b(
     published_params: u64,
     published_top1: Option<(f64, &'static str)>,
 ) -> Variant {
-    Variant { name, family: Family::EfficientNet, width, depth, resolution, dropout, published_params, published_top1 }
+    Variant {
+        name,
+        family: Family::EfficientNet,
+        width,
+        depth,
+        resolution,
+        dropout,
+        published_params,
+        published_top1,
+    }
 }
 
-const fn lite(name: &'static str, width: f64, depth: f64, resolution: u32, dropout: f64, params: u64, top1: f64) -> Variant {
+const fn lite(
+    name: &'static str,
+    width: f64,
+    depth: f64,
+    resolution: u32,
+    dropout: f64,
+    params: u64,
+    top1: f64,
+) -> Variant {
     Variant {
         name,
         family: Family::Lite,
@@ -167,8 +209,14 @@ impl Variant {
     /// `efficientnet-lite0`.
     pub fn by_name(name: &str) -> Result<&'static Variant> {
         let lower = name.trim().to_ascii_lowercase();
-        let short = lower.trim_start_matches("tf_").trim_start_matches("efficientnet").trim_start_matches(['-', '_']);
-        VARIANTS.iter().find(|v| v.name == short).ok_or_else(|| ArchError::UnknownModel(name.to_string()))
+        let short = lower
+            .trim_start_matches("tf_")
+            .trim_start_matches("efficientnet")
+            .trim_start_matches(['-', '_']);
+        VARIANTS
+            .iter()
+            .find(|v| v.name == short)
+            .ok_or_else(|| ArchError::UnknownModel(name.to_string()))
     }
 
     /// The configuration this variant resolves from, with 1000 classes and TF-SAME padding.
@@ -231,19 +279,36 @@ mod tests {
 
     #[test]
     fn names_are_forgiving_and_unknown_names_list_the_known_ones() {
-        for name in ["b3", "B3", "efficientnet-b3", "efficientnet_b3", "tf_efficientnet_b3"] {
+        for name in [
+            "b3",
+            "B3",
+            "efficientnet-b3",
+            "efficientnet_b3",
+            "tf_efficientnet_b3",
+        ] {
             assert_eq!(Variant::by_name(name).unwrap().name, "b3");
         }
-        assert_eq!(Variant::by_name("efficientnet-lite2").unwrap().name, "lite2");
+        assert_eq!(
+            Variant::by_name("efficientnet-lite2").unwrap().name,
+            "lite2"
+        );
         let err = Variant::by_name("b9").unwrap_err().to_string();
-        assert!(err.contains("unknown model `b9`") && err.contains("lite4"), "{err}");
+        assert!(
+            err.contains("unknown model `b9`") && err.contains("lite4"),
+            "{err}"
+        );
     }
 
     #[test]
     fn shipped_bases_chain_and_broken_ones_are_named() {
         BaseNetwork::b0().validate().unwrap();
         BaseNetwork::lite().validate().unwrap();
-        let err = BaseNetwork::from_blocks("r1_k3_s11_e1_i32_o16,r1_k3_s22_e6_i24_o24", Activation::Swish, false).unwrap_err();
+        let err = BaseNetwork::from_blocks(
+            "r1_k3_s11_e1_i32_o16,r1_k3_s22_e6_i24_o24",
+            Activation::Swish,
+            false,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("stage 1"), "{err}");
     }
 }

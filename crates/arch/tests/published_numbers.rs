@@ -30,7 +30,11 @@ fn parameter_counts_equal_the_published_ones_to_the_unit() {
     assert_eq!(published.len(), VARIANTS.len());
     for (name, params) in published {
         assert_eq!(accounting(name).params, params, "{name}");
-        assert_eq!(Variant::by_name(name).unwrap().published_params, params, "{name} metadata");
+        assert_eq!(
+            Variant::by_name(name).unwrap().published_params,
+            params,
+            "{name} metadata"
+        );
     }
 }
 
@@ -51,7 +55,10 @@ fn multiply_adds_are_within_half_a_percent_of_the_reference() {
     ];
     for (name, gmacs) in reference {
         let got = accounting(name).macs as f64 / 1e9;
-        assert!((got / gmacs - 1.0).abs() < 0.005, "{name}: {got} G vs {gmacs} G");
+        assert!(
+            (got / gmacs - 1.0).abs() < 0.005,
+            "{name}: {got} G vs {gmacs} G"
+        );
     }
     // The paper's Table 2 "FLOPS" (0.39 B for B0, 37 B for B7) are these multiply-adds, rounded.
     assert!((accounting("b0").macs as f64 / 1e9 - 0.39).abs() < 0.005);
@@ -62,7 +69,10 @@ fn activation_counts_match_timms_measured_ones() {
     // timm benchmark `infer_macts` (fvcore, millions of output elements of conv and linear ops).
     for (name, mega) in [("b0", 6.75), ("b4", 49.49), ("b7", 289.94)] {
         let got = accounting(name).activation_count as f64 / 1e6;
-        assert!((got / mega - 1.0).abs() < 0.001, "{name}: {got} M vs {mega} M");
+        assert!(
+            (got / mega - 1.0).abs() < 0.001,
+            "{name}: {got} M vs {mega} M"
+        );
     }
 }
 
@@ -71,9 +81,15 @@ fn inference_peak_is_the_largest_live_set_and_bounded_by_the_sum() {
     // B0's largest live set is at block 1's stride-2 depthwise: its input (96x112x112) and output (96x56x56);
     // block 1 has no residual, so its own input is dead by then. f32.
     let a = accounting("b0");
-    assert_eq!(a.inference_activation_bytes, (96 * 112 * 112 + 96 * 56 * 56) * 4);
+    assert_eq!(
+        a.inference_activation_bytes,
+        (96 * 112 * 112 + 96 * 56 * 56) * 4
+    );
     // B1 (240 px) peaks at the same place, at 120x120 -> 60x60.
-    assert_eq!(accounting("b1").inference_activation_bytes, (96 * 120 * 120 + 96 * 60 * 60) * 4);
+    assert_eq!(
+        accounting("b1").inference_activation_bytes,
+        (96 * 120 * 120 + 96 * 60 * 60) * 4
+    );
     assert!(a.training_activation_bytes > a.inference_activation_bytes);
     // Training keeps at least every conv output once, so at least the activation count in f32.
     assert!(a.training_activation_bytes >= a.activation_count * 4);

@@ -13,9 +13,16 @@ fn macs_at(phi: f64) -> u64 {
 
 #[test]
 fn fit_1_8g_returns_the_largest_admissible_phi_on_the_grid() {
-    let budget = Budget { max_macs: Some(1_800_000_000), ..Budget::default() };
+    let budget = Budget {
+        max_macs: Some(1_800_000_000),
+        ..Budget::default()
+    };
     let f = fit(&b0(), Coefficients::default(), &budget).unwrap();
-    assert!(f.best.accounting.macs <= 1_800_000_000, "{}", f.best.accounting.macs);
+    assert!(
+        f.best.accounting.macs <= 1_800_000_000,
+        "{}",
+        f.best.accounting.macs
+    );
     let next = f.next.as_ref().expect("the grid goes on above 1.8 G");
     assert!(next.accounting.macs > 1_800_000_000);
     assert!((next.phi - f.best.phi - PHI_STEP).abs() < 1e-9);
@@ -47,34 +54,58 @@ fn cost_is_a_non_decreasing_step_function_of_phi() {
 
 #[test]
 fn every_budget_binds() {
-    let params = Budget { max_params: Some(8_000_000), ..Budget::default() };
+    let params = Budget {
+        max_params: Some(8_000_000),
+        ..Budget::default()
+    };
     let f = fit(&b0(), Coefficients::default(), &params).unwrap();
     assert!(f.best.accounting.params <= 8_000_000 && f.next.unwrap().accounting.params > 8_000_000);
 
-    let memory = Budget { max_memory: Some(64 << 20), ..Budget::default() };
+    let memory = Budget {
+        max_memory: Some(64 << 20),
+        ..Budget::default()
+    };
     let f = fit(&b0(), Coefficients::default(), &memory).unwrap();
     assert!(f.best.accounting.inference_memory_bytes() <= 64 << 20);
     assert!(f.next.unwrap().accounting.inference_memory_bytes() > 64 << 20);
 
-    let both = Budget { max_macs: Some(4_000_000_000), max_params: Some(8_000_000), ..Budget::default() };
+    let both = Budget {
+        max_macs: Some(4_000_000_000),
+        max_params: Some(8_000_000),
+        ..Budget::default()
+    };
     let f = fit(&b0(), Coefficients::default(), &both).unwrap();
     assert!(f.best.accounting.params <= 8_000_000 && f.best.accounting.macs <= 4_000_000_000);
 }
 
 #[test]
 fn impossible_budgets_name_the_smallest_networks_cost() {
-    let tiny = Budget { max_macs: Some(1000), ..Budget::default() };
-    let err = fit(&b0(), Coefficients::default(), &tiny).unwrap_err().to_string();
+    let tiny = Budget {
+        max_macs: Some(1000),
+        ..Budget::default()
+    };
+    let err = fit(&b0(), Coefficients::default(), &tiny)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("smallest") && err.contains("MACs"), "{err}");
     assert!(fit(&b0(), Coefficients::default(), &Budget::default()).is_err());
-    let bad = Coefficients { beta: 0.5, ..Coefficients::default() };
-    assert!(fit(&b0(), bad, &tiny).unwrap_err().to_string().contains("beta"));
+    let bad = Coefficients {
+        beta: 0.5,
+        ..Coefficients::default()
+    };
+    assert!(fit(&b0(), bad, &tiny)
+        .unwrap_err()
+        .to_string()
+        .contains("beta"));
 }
 
 #[test]
 fn lite_fits_compare_against_lite_variants() {
     let lite0 = Variant::by_name("lite0").unwrap().config();
-    let budget = Budget { max_macs: Some(1_000_000_000), ..Budget::default() };
+    let budget = Budget {
+        max_macs: Some(1_000_000_000),
+        ..Budget::default()
+    };
     let f = fit(&lite0, Coefficients::default(), &budget).unwrap();
     let names: Vec<&str> = f.fitting_variants.iter().map(|(v, _)| v.name).collect();
     assert_eq!(names, ["lite0", "lite1", "lite2"]);
