@@ -164,11 +164,36 @@ pub enum LayerOp<'a> {
     Linear(&'a Linear),
 }
 
+/// What part of the network a layer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The stem convolution.
+    Stem,
+    /// A block's expand 1x1 convolution.
+    Expand,
+    /// A block's depthwise convolution.
+    Depthwise,
+    /// A block's SE reduce convolution.
+    SeReduce,
+    /// A block's SE expand convolution.
+    SeExpand,
+    /// A block's project 1x1 convolution.
+    Project,
+    /// The head 1x1 convolution.
+    Head,
+    /// The classifier.
+    Classifier,
+}
+
 /// A named layer of the plan, in execution order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Layer<'a> {
     /// Canonical name: `stem`, `blocks.{i}.{expand,depthwise,se.reduce,se.expand,project}`, `head`, `classifier`.
     pub name: String,
+    /// The part of the network.
+    pub role: Role,
+    /// The block it belongs to, for block layers.
+    pub block: Option<&'a Block>,
     /// The computation.
     pub op: LayerOp<'a>,
 }
@@ -176,27 +201,52 @@ pub struct Layer<'a> {
 impl Plan {
     /// Every layer with a weight, in execution order, under its canonical name.
     pub fn layers(&self) -> Vec<Layer<'_>> {
-        let conv = |name: String, c| Layer {
+        let conv = |name: String, role, block, c| Layer {
             name,
+            role,
+            block,
             op: LayerOp::Conv(c),
         };
-        let mut layers = vec![conv("stem".into(), &self.stem)];
+        let mut layers = vec![conv("stem".into(), Role::Stem, None, &self.stem)];
         for b in &self.blocks {
             let prefix = format!("blocks.{}", b.index);
             if let Some(e) = &b.expand {
-                layers.push(conv(format!("{prefix}.expand"), e));
+                layers.push(conv(format!("{prefix}.expand"), Role::Expand, Some(b), e));
             }
-            layers.push(conv(format!("{prefix}.depthwise"), &b.depthwise));
+            layers.push(conv(
+                format!("{prefix}.depthwise"),
+                Role::Depthwise,
+                Some(b),
+                &b.depthwise,
+            ));
             if let Some(se) = &b.se {
-                layers.push(conv(format!("{prefix}.se.reduce"), &se.reduce));
-                layers.push(conv(format!("{prefix}.se.expand"), &se.expand));
+                layers.push(conv(
+                    format!("{prefix}.se.reduce"),
+                    Role::SeReduce,
+                    Some(b),
+                    &se.reduce,
+                ));
+                layers.push(conv(
+                    format!("{prefix}.se.expand"),
+                    Role::SeExpand,
+                    Some(b),
+                    &se.expand,
+                ));
             }
-            layers.push(conv(format!("{prefix}.project"), &b.project));
+            layers.push(conv(
+                format!("{prefix}.project"),
+                Role::Project,
+                Some(b),
+                &b.project,
+            ));
         }
-        layers.push(conv("head".into(), &self.head));
+        layers.push(conv("head".into(), Role::Head, None, &self.head));
+        let classifier = LayerOp::Linear(&self.classifier);
         layers.push(Layer {
             name: "classifier".into(),
-            op: LayerOp::Linear(&self.classifier),
+            role: Role::Classifier,
+            block: None,
+            op: classifier,
         });
         layers
     }

@@ -19,6 +19,13 @@ pub enum Activation {
 }
 
 impl Activation {
+    /// Parses [`Activation::name`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Activation::Swish, Activation::Relu6, Activation::Sigmoid]
+            .into_iter()
+            .find(|a| a.name() == name)
+    }
+
     /// The name used in metadata and tables.
     pub fn name(self) -> &'static str {
         match self {

@@ -1,0 +1,88 @@
+//! A dense, row-major f32 tensor: the in-memory form of every weight.
+
+/// A row-major f32 tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    /// Sizes, outermost first.
+    pub shape: Vec<usize>,
+    /// Elements in row-major order.
+    pub data: Vec<f32>,
+}
+
+impl Tensor {
+    /// A tensor from its shape and data; the element count must match.
+    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            data.len(),
+            "shape {shape:?} does not hold {} elements",
+            data.len()
+        );
+        Self { shape, data }
+    }
+
+    /// Reorders axes: output axis `i` is input axis `order[i]`.
+    pub fn permute(&self, order: &[usize]) -> Tensor {
+        let shape: Vec<usize> = order.iter().map(|&a| self.shape[a]).collect();
+        let mut in_strides = vec![1; self.shape.len()];
+        for i in (0..self.shape.len().saturating_sub(1)).rev() {
+            in_strides[i] = in_strides[i + 1] * self.shape[i + 1];
+        }
+        let strides: Vec<usize> = order.iter().map(|&a| in_strides[a]).collect();
+        Tensor::new(shape.clone(), gather(&self.data, 0, &shape, &strides))
+    }
+}
+
+/// Copies the strided view `(offset, shape, strides)` of `source` into a contiguous vector.
+/// The caller guarantees the view stays inside `source` (see [`view_end`]).
+pub fn gather<T: Copy>(source: &[T], offset: usize, shape: &[usize], strides: &[usize]) -> Vec<T> {
+    let count: usize = shape.iter().product();
+    let mut out = Vec::with_capacity(count);
+    if count == 0 {
+        return out;
+    }
+    let mut index = vec![0usize; shape.len()];
+    for _ in 0..count {
+        let at = offset + index.iter().zip(strides).map(|(i, s)| i * s).sum::<usize>();
+        out.push(source[at]);
+        for d in (0..shape.len()).rev() {
+            index[d] += 1;
+            if index[d] < shape[d] {
+                break;
+            }
+            index[d] = 0;
+        }
+    }
+    out
+}
+
+/// One past the last element a strided view touches (0 for an empty view).
+pub fn view_end(offset: usize, shape: &[usize], strides: &[usize]) -> usize {
+    if shape.contains(&0) {
+        return 0;
+    }
+    offset
+        + shape
+            .iter()
+            .zip(strides)
+            .map(|(n, s)| (n - 1) * s)
+            .sum::<usize>()
+        + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permute_and_strided_gather_agree() {
+        let t = Tensor::new(vec![2, 3], vec![0., 1., 2., 3., 4., 5.]);
+        assert_eq!(t.permute(&[1, 0]).data, vec![0., 3., 1., 4., 2., 5.]);
+        // A transposed view of a [3, 2] storage, as PyTorch saves `weight.t()`.
+        assert_eq!(
+            gather(&[0., 3., 1., 4., 2., 5.], 0, &[2, 3], &[1, 2]),
+            t.data
+        );
+        assert_eq!(view_end(1, &[2, 3], &[1, 2]), 1 + 1 + 4 + 1);
+    }
+}
