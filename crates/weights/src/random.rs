@@ -4,7 +4,8 @@
 //! for the canonical parameter `name` and element index `i`,
 //! `h = fnv1a64(name) ^ (seed * 0x9E3779B97F4A7C15)`, `z = splitmix64_mix(h + (i + 1) * 0x9E3779B97F4A7C15)`,
 //! `u = (z >> 40) / 2^24` in [0, 1), and the value is `f32(lo + (hi - lo) * u)` computed in f64 with:
-//! conv and classifier weights `±sqrt(3 / fan_in)`, biases and BN shifts/means `±0.1`, BN scales `[0.5, 1.5]`,
+//! conv weights `±sqrt(3 / fan_in)`, classifier weights `±50 * sqrt(3 / fan_in)` (so logits spread over several
+//! units and absolute tolerances mean something), biases and BN shifts/means `±0.1`, BN scales `[0.5, 1.5]`,
 //! BN variances `[0.5, 1.5]`.
 
 use crate::layout::{params, Field};
@@ -12,6 +13,9 @@ use crate::tensor::Tensor;
 use effnet_arch::plan::LayerOp;
 use effnet_arch::Plan;
 use std::collections::BTreeMap;
+
+/// Gain of the random classifier weights.
+const CLASSIFIER_GAIN: f64 = 50.0;
 
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
 
@@ -41,8 +45,12 @@ pub fn random_weights(plan: &Plan, seed: u64) -> BTreeMap<String, Tensor> {
         .map(|p| {
             let fan_in: usize = p.shape.iter().skip(1).product();
             let (lo, hi) = match (p.field, p.layer.op) {
-                (Field::Weight, LayerOp::Conv(_) | LayerOp::Linear(_)) => {
+                (Field::Weight, LayerOp::Conv(_)) => {
                     let a = (3.0 / fan_in as f64).sqrt();
+                    (-a, a)
+                }
+                (Field::Weight, LayerOp::Linear(_)) => {
+                    let a = CLASSIFIER_GAIN * (3.0 / fan_in as f64).sqrt();
                     (-a, a)
                 }
                 (Field::BnWeight | Field::BnVar, _) => (0.5, 1.5),

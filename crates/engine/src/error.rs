@@ -1,0 +1,14 @@
+//! Errors of the inference engine.
+
+use thiserror::Error;
+
+/// What can go wrong running a network.
+#[derive(Debug, Error)]
+pub enum EngineError {
+    /// The input does not suit the network.
+    #[error("bad input: {0}")]
+    BadInput(String),
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T> = std::result::Result<T, EngineError>;

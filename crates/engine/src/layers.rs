@@ -1,0 +1,95 @@
+//! Layer weights prepared for NHWC execution: batch norm folded into the convolution (in f64, rounded once),
+//! kernels reordered so the channel loop is innermost.
+
+use effnet_arch::plan::Conv;
+use effnet_arch::variant::Activation;
+use effnet_weights::Tensor;
+use std::collections::BTreeMap;
+
+/// A convolution with folded batch norm, ready to run.
+#[derive(Debug, Clone)]
+pub struct PreparedConv {
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Square kernel size.
+    pub kernel: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Weights: dense `[ky][kx][in][out]`, depthwise `[ky][kx][channel]`, 1x1 `[in][out]`.
+    pub weight: Vec<f32>,
+    /// Per-output bias (the folded BN shift, or the conv's own bias).
+    pub bias: Vec<f32>,
+    /// Activation after the bias.
+    pub activation: Option<Activation>,
+}
+
+/// A fully connected layer `[in][out]` with bias.
+#[derive(Debug, Clone)]
+pub struct PreparedLinear {
+    /// Input features.
+    pub in_features: usize,
+    /// Output features.
+    pub out_features: usize,
+    /// Weights `[in][out]`.
+    pub weight: Vec<f32>,
+    /// Bias.
+    pub bias: Vec<f32>,
+}
+
+fn get<'t>(tensors: &'t BTreeMap<String, Tensor>, name: &str) -> &'t Tensor {
+    tensors.get(name).unwrap_or_else(|| panic!("canonical tensor `{name}` missing: the loader guarantees every plan tensor"))
+}
+
+/// Prepares the convolution named `name` (canonical layout) for NHWC execution.
+pub fn prepare_conv(conv: &Conv, name: &str, tensors: &BTreeMap<String, Tensor>, bn_eps: f64) -> PreparedConv {
+    let (cout, cin_g, k) = (conv.out_channels as usize, (conv.in_channels / conv.groups) as usize, conv.kernel as usize);
+    let w = &get(tensors, &format!("{name}.weight")).data; // [out][in/groups][ky][kx]
+    let (scale, shift): (Vec<f64>, Vec<f64>) = if conv.batch_norm {
+        let field = |f: &str| &get(tensors, &format!("{name}.bn.{f}")).data;
+        let (gamma, beta, mean, var) = (field("weight"), field("bias"), field("running_mean"), field("running_var"));
+        (0..cout)
+            .map(|o| {
+                let s = f64::from(gamma[o]) / (f64::from(var[o]) + bn_eps).sqrt();
+                (s, f64::from(beta[o]) - f64::from(mean[o]) * s)
+            })
+            .unzip()
+    } else {
+        let bias = conv.bias.then(|| &get(tensors, &format!("{name}.bias")).data);
+        (0..cout).map(|o| (1.0, bias.map_or(0.0, |b| f64::from(b[o])))).unzip()
+    };
+    let mut weight = vec![0f32; w.len()];
+    for o in 0..cout {
+        for i in 0..cin_g {
+            for ky in 0..k {
+                for kx in 0..k {
+                    let value = (f64::from(w[((o * cin_g + i) * k + ky) * k + kx]) * scale[o]) as f32;
+                    let at = if conv.is_depthwise() { (ky * k + kx) * cout + o } else { ((ky * k + kx) * cin_g + i) * cout + o };
+                    weight[at] = value;
+                }
+            }
+        }
+    }
+    PreparedConv {
+        in_channels: conv.in_channels as usize,
+        out_channels: cout,
+        kernel: k,
+        stride: conv.stride as usize,
+        weight,
+        bias: shift.into_iter().map(|b| b as f32).collect(),
+        activation: conv.activation,
+    }
+}
+
+/// Prepares the classifier.
+pub fn prepare_linear(in_features: usize, out_features: usize, tensors: &BTreeMap<String, Tensor>) -> PreparedLinear {
+    let w = &get(tensors, "classifier.weight").data; // [out][in]
+    let mut weight = vec![0f32; w.len()];
+    for o in 0..out_features {
+        for i in 0..in_features {
+            weight[i * out_features + o] = w[o * in_features + i];
+        }
+    }
+    PreparedLinear { in_features, out_features, weight, bias: get(tensors, "classifier.bias").data.clone() }
+}

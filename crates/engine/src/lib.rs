@@ -1,0 +1,12 @@
+//! EfficientNet CPU inference: NHWC kernels with batch norm folded at load, 1x1 convolutions as GEMM,
+//! TF "SAME" or symmetric padding computed per layer from the actual input size.
+
+pub mod activation;
+pub mod error;
+pub mod kernels;
+pub mod layers;
+pub mod model;
+
+pub use error::{EngineError, Result};
+pub use kernels::FeatureMap;
+pub use model::Engine;

