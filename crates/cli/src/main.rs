@@ -1,10 +1,12 @@
 //! `effnet`: EfficientNet and compound model scaling from the command line.
 
 mod commands;
+mod inference;
 mod model_args;
 mod output;
 mod plot;
 mod summary;
+mod weights_args;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -13,9 +15,12 @@ use std::process::ExitCode;
 #[derive(Debug, Parser)]
 #[command(name = "effnet", version, about)]
 struct Cli {
-    /// Print one JSON object instead of tables.
+    /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// Worker threads (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -30,15 +35,35 @@ enum Command {
     Fit(commands::fit::FitArgs),
     /// Named networks side by side, optionally plotted as accuracy against MACs.
     Compare(commands::compare::CompareArgs),
+    /// Classify images and folders with pretrained weights.
+    Predict(commands::predict::PredictArgs),
+    /// Write pooled features of images (.npy or .json) for transfer learning and retrieval.
+    Embed(commands::embed::EmbedArgs),
+    /// Convert timm / torchvision / lukemelas / TF-named weights into effnet safetensors with metadata.
+    Convert(commands::convert::ConvertArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(threads) = cli.threads {
+        if threads == 0
+            || rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build_global()
+                .is_err()
+        {
+            eprintln!("effnet: error: --threads must be at least 1");
+            return ExitCode::FAILURE;
+        }
+    }
     let result = match &cli.command {
         Command::Info(args) => commands::info::run(args, cli.json),
         Command::Scale(args) => commands::scale::run(args, cli.json),
         Command::Fit(args) => commands::fit::run(args, cli.json),
         Command::Compare(args) => commands::compare::run(args, cli.json),
+        Command::Predict(args) => commands::predict::run(args, cli.json),
+        Command::Embed(args) => commands::embed::run(args, cli.json),
+        Command::Convert(args) => commands::convert::run(args, cli.json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,9 +1,8 @@
 //! Shared output helpers: human-readable numbers, tables, JSON printing and atomic file writes.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use serde::Serialize;
-use std::path::Path;
 
 /// `5288548` -> `5,288,548`.
 pub fn thousands(n: u64) -> String {
@@ -59,42 +58,6 @@ pub fn print_json(value: &impl Serialize) -> Result<()> {
     Ok(())
 }
 
-/// Writes `path` atomically: `write` fills a temporary file in the same folder (same extension, so
-/// format-sniffing writers still work), which is then renamed over `path`.
-pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .with_context(|| format!("{}: not a file name", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp.{}",
-        name.to_string_lossy(),
-        std::process::id(),
-        ext(path)
-    ));
-    let result = write(&tmp).and_then(|()| {
-        std::fs::rename(&tmp, path).with_context(|| {
-            format!(
-                "{}: cannot move the finished file into place",
-                path.display()
-            )
-        })
-    });
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-fn ext(path: &Path) -> String {
-    path.extension()
-        .map(|e| e.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "part".into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,30 +71,5 @@ mod tests {
         assert_eq!(bytes(12), "12 B");
         assert_eq!(decimal(1.1968100061193032), "1.1968");
         assert_eq!(decimal(2.0), "2");
-    }
-
-    #[test]
-    fn atomic_writes_leave_nothing_behind_on_failure() {
-        let dir = std::env::temp_dir().join(format!("effnet-atomic-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let target = dir.join("out.txt");
-        write_atomically(&target, |tmp| Ok(std::fs::write(tmp, "done")?)).unwrap();
-        assert_eq!(std::fs::read_to_string(&target).unwrap(), "done");
-        let failed = write_atomically(&target, |tmp| {
-            std::fs::write(tmp, "half")?;
-            anyhow::bail!("interrupted")
-        });
-        assert!(failed.is_err());
-        assert_eq!(
-            std::fs::read_to_string(&target).unwrap(),
-            "done",
-            "old content survives"
-        );
-        assert_eq!(
-            std::fs::read_dir(&dir).unwrap().count(),
-            1,
-            "no temporary file left"
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

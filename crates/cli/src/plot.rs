@@ -1,8 +1,8 @@
 //! PNG plots drawn with plotters, using the bundled DejaVu Sans font so no system fonts are needed.
 
-use crate::output::write_atomically;
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use effnet_arch::accuracy::published_curve;
+use effnet_weights::atomic::write_atomically_with;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 use std::path::Path;
@@ -50,7 +50,7 @@ pub fn plot_accuracy_vs_macs(path: &Path, points: &[PlotPoint], with_lite: bool)
     if with_lite {
         y0 = y0.min(74.0);
     }
-    write_atomically(path, |tmp| {
+    Ok(write_atomically_with(path, |tmp| -> Result<()> {
         let root = BitMapBackend::new(tmp, (960, 640)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
         let mut chart = ChartBuilder::on(&root)
@@ -87,8 +87,6 @@ pub fn plot_accuracy_vs_macs(path: &Path, points: &[PlotPoint], with_lite: bool)
             .label_font(("sans-serif", 16))
             .draw()
             .map_err(|e| anyhow!("{e}"))?;
-        root.present()
-            .map_err(|e| anyhow!("{e}"))
-            .with_context(|| format!("writing {}", path.display()))
-    })
+        root.present().map_err(|e| anyhow!("{e}"))
+    })?)
 }

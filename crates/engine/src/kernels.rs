@@ -26,7 +26,12 @@ impl FeatureMap {
     /// A map from its data; the size must match.
     pub fn new(data: Vec<f32>, height: usize, width: usize, channels: usize) -> Self {
         assert_eq!(data.len(), height * width * channels, "feature map size");
-        Self { data, height, width, channels }
+        Self {
+            data,
+            height,
+            width,
+            channels,
+        }
     }
 }
 
@@ -41,7 +46,12 @@ fn geometry(x: &FeatureMap, c: &PreparedConv, padding: Padding) -> Geometry {
     let (k, s) = (c.kernel as u32, c.stride as u32);
     let rows = padding.along(x.height as u32, k, s);
     let cols = padding.along(x.width as u32, k, s);
-    Geometry { out_h: rows.output as usize, out_w: cols.output as usize, pad_top: rows.begin as usize, pad_left: cols.begin as usize }
+    Geometry {
+        out_h: rows.output as usize,
+        out_w: cols.output as usize,
+        pad_top: rows.begin as usize,
+        pad_left: cols.begin as usize,
+    }
 }
 
 /// The input coordinate a kernel tap reads, if it falls inside the image.
@@ -59,9 +69,13 @@ pub fn conv_dense(x: &FeatureMap, c: &PreparedConv, padding: Padding) -> Feature
         let (oy, ox) = (pixel / g.out_w, pixel % g.out_w);
         acc.copy_from_slice(&c.bias);
         for ky in 0..k {
-            let Some(iy) = source(oy, s, ky, g.pad_top, x.height) else { continue };
+            let Some(iy) = source(oy, s, ky, g.pad_top, x.height) else {
+                continue;
+            };
             for kx in 0..k {
-                let Some(ix) = source(ox, s, kx, g.pad_left, x.width) else { continue };
+                let Some(ix) = source(ox, s, kx, g.pad_left, x.width) else {
+                    continue;
+                };
                 let px = &x.data[(iy * x.width + ix) * cin..][..cin];
                 for (ci, &v) in px.iter().enumerate() {
                     let w = &c.weight[((ky * k + kx) * cin + ci) * cout..][..cout];
@@ -119,12 +133,18 @@ pub fn depthwise(x: &FeatureMap, c: &PreparedConv, padding: Padding) -> FeatureM
         let (oy, ox) = (pixel / g.out_w, pixel % g.out_w);
         acc.copy_from_slice(&c.bias);
         for ky in 0..k {
-            let Some(iy) = source(oy, s, ky, g.pad_top, x.height) else { continue };
+            let Some(iy) = source(oy, s, ky, g.pad_top, x.height) else {
+                continue;
+            };
             for kx in 0..k {
-                let Some(ix) = source(ox, s, kx, g.pad_left, x.width) else { continue };
+                let Some(ix) = source(ox, s, kx, g.pad_left, x.width) else {
+                    continue;
+                };
                 let px = &x.data[(iy * x.width + ix) * ch..][..ch];
                 let w = &c.weight[(ky * k + kx) * ch..][..ch];
-                acc.iter_mut().zip(px.iter().zip(w)).for_each(|(a, (&v, &w))| *a += v * w);
+                acc.iter_mut()
+                    .zip(px.iter().zip(w))
+                    .for_each(|(a, (&v, &w))| *a += v * w);
             }
         }
         apply(c.activation, acc);
@@ -136,18 +156,27 @@ pub fn depthwise(x: &FeatureMap, c: &PreparedConv, padding: Padding) -> FeatureM
 pub fn global_average(x: &FeatureMap) -> Vec<f32> {
     let mut sums = vec![0f64; x.channels];
     for px in x.data.chunks_exact(x.channels) {
-        sums.iter_mut().zip(px).for_each(|(s, &v)| *s += f64::from(v));
+        sums.iter_mut()
+            .zip(px)
+            .for_each(|(s, &v)| *s += f64::from(v));
     }
     let n = (x.height * x.width) as f64;
     sums.into_iter().map(|s| (s / n) as f32).collect()
 }
 
 /// `bias + input * weight` for a `[in][out]` weight, then the activation.
-fn dense_vector(input: &[f32], weight: &[f32], bias: &[f32], activation: Option<Activation>) -> Vec<f32> {
+fn dense_vector(
+    input: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    activation: Option<Activation>,
+) -> Vec<f32> {
     let mut out = bias.to_vec();
     let n = out.len();
     for (i, &v) in input.iter().enumerate() {
-        out.iter_mut().zip(&weight[i * n..(i + 1) * n]).for_each(|(o, &w)| *o += v * w);
+        out.iter_mut()
+            .zip(&weight[i * n..(i + 1) * n])
+            .for_each(|(o, &w)| *o += v * w);
     }
     apply(activation, &mut out);
     out

@@ -39,16 +39,32 @@ pub struct PreparedLinear {
 }
 
 fn get<'t>(tensors: &'t BTreeMap<String, Tensor>, name: &str) -> &'t Tensor {
-    tensors.get(name).unwrap_or_else(|| panic!("canonical tensor `{name}` missing: the loader guarantees every plan tensor"))
+    tensors.get(name).unwrap_or_else(|| {
+        panic!("canonical tensor `{name}` missing: the loader guarantees every plan tensor")
+    })
 }
 
 /// Prepares the convolution named `name` (canonical layout) for NHWC execution.
-pub fn prepare_conv(conv: &Conv, name: &str, tensors: &BTreeMap<String, Tensor>, bn_eps: f64) -> PreparedConv {
-    let (cout, cin_g, k) = (conv.out_channels as usize, (conv.in_channels / conv.groups) as usize, conv.kernel as usize);
+pub fn prepare_conv(
+    conv: &Conv,
+    name: &str,
+    tensors: &BTreeMap<String, Tensor>,
+    bn_eps: f64,
+) -> PreparedConv {
+    let (cout, cin_g, k) = (
+        conv.out_channels as usize,
+        (conv.in_channels / conv.groups) as usize,
+        conv.kernel as usize,
+    );
     let w = &get(tensors, &format!("{name}.weight")).data; // [out][in/groups][ky][kx]
     let (scale, shift): (Vec<f64>, Vec<f64>) = if conv.batch_norm {
         let field = |f: &str| &get(tensors, &format!("{name}.bn.{f}")).data;
-        let (gamma, beta, mean, var) = (field("weight"), field("bias"), field("running_mean"), field("running_var"));
+        let (gamma, beta, mean, var) = (
+            field("weight"),
+            field("bias"),
+            field("running_mean"),
+            field("running_var"),
+        );
         (0..cout)
             .map(|o| {
                 let s = f64::from(gamma[o]) / (f64::from(var[o]) + bn_eps).sqrt();
@@ -56,16 +72,25 @@ pub fn prepare_conv(conv: &Conv, name: &str, tensors: &BTreeMap<String, Tensor>,
             })
             .unzip()
     } else {
-        let bias = conv.bias.then(|| &get(tensors, &format!("{name}.bias")).data);
-        (0..cout).map(|o| (1.0, bias.map_or(0.0, |b| f64::from(b[o])))).unzip()
+        let bias = conv
+            .bias
+            .then(|| &get(tensors, &format!("{name}.bias")).data);
+        (0..cout)
+            .map(|o| (1.0, bias.map_or(0.0, |b| f64::from(b[o]))))
+            .unzip()
     };
     let mut weight = vec![0f32; w.len()];
     for o in 0..cout {
         for i in 0..cin_g {
             for ky in 0..k {
                 for kx in 0..k {
-                    let value = (f64::from(w[((o * cin_g + i) * k + ky) * k + kx]) * scale[o]) as f32;
-                    let at = if conv.is_depthwise() { (ky * k + kx) * cout + o } else { ((ky * k + kx) * cin_g + i) * cout + o };
+                    let value =
+                        (f64::from(w[((o * cin_g + i) * k + ky) * k + kx]) * scale[o]) as f32;
+                    let at = if conv.is_depthwise() {
+                        (ky * k + kx) * cout + o
+                    } else {
+                        ((ky * k + kx) * cin_g + i) * cout + o
+                    };
                     weight[at] = value;
                 }
             }
@@ -83,7 +108,11 @@ pub fn prepare_conv(conv: &Conv, name: &str, tensors: &BTreeMap<String, Tensor>,
 }
 
 /// Prepares the classifier.
-pub fn prepare_linear(in_features: usize, out_features: usize, tensors: &BTreeMap<String, Tensor>) -> PreparedLinear {
+pub fn prepare_linear(
+    in_features: usize,
+    out_features: usize,
+    tensors: &BTreeMap<String, Tensor>,
+) -> PreparedLinear {
     let w = &get(tensors, "classifier.weight").data; // [out][in]
     let mut weight = vec![0f32; w.len()];
     for o in 0..out_features {
@@ -91,5 +120,10 @@ pub fn prepare_linear(in_features: usize, out_features: usize, tensors: &BTreeMa
             weight[i * out_features + o] = w[o * in_features + i];
         }
     }
-    PreparedLinear { in_features, out_features, weight, bias: get(tensors, "classifier.bias").data.clone() }
+    PreparedLinear {
+        in_features,
+        out_features,
+        weight,
+        bias: get(tensors, "classifier.bias").data.clone(),
+    }
 }

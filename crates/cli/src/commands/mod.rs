@@ -1,6 +1,9 @@
 //! One module per `effnet` subcommand.
 
 pub mod compare;
+pub mod convert;
+pub mod embed;
 pub mod fit;
 pub mod info;
+pub mod predict;
 pub mod scale;

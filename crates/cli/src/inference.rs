@@ -1,0 +1,112 @@
+//! The batch pipeline shared by `predict` and `embed`: images are decoded and preprocessed in parallel,
+//! run through the engine batch by batch with a progress bar, and a bad image is reported and skipped
+//! instead of stopping the run.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use effnet_arch::preprocess::{Interpolation, Preprocessing};
+use effnet_data::{image_files, load_image};
+use effnet_engine::{Engine, FeatureMap};
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+use std::path::PathBuf;
+
+/// Input and preprocessing options.
+#[derive(Debug, Clone, Args)]
+pub struct InputArgs {
+    /// Images, or folders searched recursively for images.
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Input resolution (default: the weights').
+    #[arg(long)]
+    pub resolution: Option<u32>,
+    /// Centre-crop fraction of the short side before resizing; 1.0 keeps the whole image (default: the weights').
+    #[arg(long)]
+    pub crop_pct: Option<f64>,
+    /// Resize filter: bicubic or bilinear (default: the weights').
+    #[arg(long)]
+    pub interpolation: Option<String>,
+    /// Images per batch.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+}
+
+/// The result for one input file.
+pub struct ImageOutcome {
+    /// The file.
+    pub file: PathBuf,
+    /// Pooled features, or why the file failed.
+    pub features: Result<Vec<f32>>,
+}
+
+impl InputArgs {
+    /// Preprocessing and resolution: the weights' defaults with the flags applied.
+    pub fn preprocessing(&self, engine: &Engine) -> Result<(Preprocessing, u32)> {
+        let config = engine.config();
+        let resolution = self.resolution.unwrap_or(config.resolution);
+        anyhow::ensure!(
+            (16..=4096).contains(&resolution),
+            "--resolution must be between 16 and 4096, got {resolution}"
+        );
+        let mut pre = if resolution == config.resolution {
+            config.preprocessing
+        } else {
+            config.preprocessing.at_resolution(resolution)
+        };
+        if let Some(pct) = self.crop_pct {
+            anyhow::ensure!(
+                pct > 0.0 && pct <= 1.0,
+                "--crop-pct must be in (0, 1], got {pct}"
+            );
+            pre.crop_pct = pct;
+        }
+        if let Some(name) = &self.interpolation {
+            pre.interpolation = Interpolation::from_name(name).with_context(|| {
+                format!("unknown interpolation `{name}`: use bicubic or bilinear")
+            })?;
+        }
+        Ok((pre, resolution))
+    }
+
+    /// Runs every input image through the engine's feature extractor, calling `each` in input order.
+    pub fn run(
+        &self,
+        engine: &Engine,
+        mut each: impl FnMut(ImageOutcome) -> Result<()>,
+    ) -> Result<()> {
+        anyhow::ensure!(self.batch >= 1, "--batch must be at least 1");
+        let (pre, resolution) = self.preprocessing(engine)?;
+        let files = image_files(&self.inputs)?;
+        let bar = ProgressBar::new(files.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} images, {per_sec}, eta {eta}")
+                .expect("valid template"),
+        );
+        if files.len() < 2 {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        for chunk in files.chunks(self.batch) {
+            let outcomes: Vec<ImageOutcome> = chunk
+                .par_iter()
+                .map(|file| {
+                    let features = load_image(file, &pre, resolution)
+                        .map_err(anyhow::Error::from)
+                        .and_then(|img| {
+                            Ok(engine
+                                .features(&FeatureMap::new(img.data, img.height, img.width, 3))?)
+                        });
+                    ImageOutcome {
+                        file: file.clone(),
+                        features,
+                    }
+                })
+                .collect();
+            for outcome in outcomes {
+                bar.inc(1);
+                bar.suspend(|| each(outcome))?;
+            }
+        }
+        bar.finish_and_clear();
+        Ok(())
+    }
+}

@@ -1,0 +1,106 @@
+//! Turning command-line paths (files and folders) into the list of images to process.
+
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// Why an input could not be used; every message names the file.
+#[derive(Debug, Error)]
+pub enum DataError {
+    /// The file could not be read or decoded as an image.
+    #[error("{path}: {reason}")]
+    Image {
+        /// The file.
+        path: PathBuf,
+        /// The problem.
+        reason: String,
+    },
+    /// A folder held no images, or a path does not exist.
+    #[error("{path}: {reason}")]
+    Input {
+        /// The path.
+        path: PathBuf,
+        /// The problem.
+        reason: String,
+    },
+}
+
+/// File extensions treated as images when a folder is expanded.
+pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp"];
+
+fn is_image(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// Expands folders (recursively, sorted) into their image files; files are kept as given.
+pub fn image_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, DataError> {
+    let mut out = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let before = out.len();
+            collect(path, &mut out)?;
+            if out.len() == before {
+                return Err(DataError::Input {
+                    path: path.clone(),
+                    reason: format!("no images ({}) in this folder", IMAGE_EXTENSIONS.join(", ")),
+                });
+            }
+        } else if path.exists() {
+            out.push(path.clone());
+        } else {
+            return Err(DataError::Input {
+                path: path.clone(),
+                reason: "no such file or folder".into(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
+    let read = std::fs::read_dir(dir).map_err(|e| DataError::Input {
+        path: dir.to_path_buf(),
+        reason: format!("cannot list: {e}"),
+    })?;
+    let mut entries: Vec<PathBuf> = read.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            collect(&path, out)?;
+        } else if is_image(&path) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folders_expand_sorted_and_empty_ones_are_named() {
+        let dir = std::env::temp_dir().join(format!("effnet-files-{}", std::process::id()));
+        let sub = dir.join("sub");
+        std::fs::create_dir_all(&sub).unwrap();
+        for f in ["b.png", "a.JPG", "notes.txt", "sub/c.webp"] {
+            std::fs::write(dir.join(f), b"x").unwrap();
+        }
+        let got = image_files(std::slice::from_ref(&dir)).unwrap();
+        let names: Vec<String> = got
+            .iter()
+            .map(|p| p.strip_prefix(&dir).unwrap().display().to_string())
+            .collect();
+        assert_eq!(names, ["a.JPG", "b.png", "sub/c.webp"]);
+        let empty = dir.join("empty");
+        std::fs::create_dir_all(&empty).unwrap();
+        let e = image_files(&[empty]).unwrap_err().to_string();
+        assert!(e.contains("empty") && e.contains("no images"), "{e}");
+        assert!(image_files(&[dir.join("missing.png")])
+            .unwrap_err()
+            .to_string()
+            .contains("no such file"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,11 @@
+//! The input pipeline: decode an image file (JPEG, PNG, BMP, TIFF, WebP; grayscale, RGBA and 16-bit too,
+//! EXIF orientation applied), centre-crop it the way TF's EfficientNet evaluation does, resize it with a
+//! SIMD Catmull-Rom bicubic or bilinear filter, and normalise it with the weights' mean and std.
+
+pub mod files;
+pub mod labels;
+pub mod preprocess;
+
+pub use files::{image_files, DataError};
+pub use labels::imagenet_labels;
+pub use preprocess::{crop_window, decode, load_image, preprocess, CropWindow, NormalizedImage};

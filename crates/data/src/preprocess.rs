@@ -1,0 +1,238 @@
+//! Evaluation preprocessing exactly as the official EfficientNet code does it: a centre crop of
+//! `crop_pct * min(h, w)` with TF's rounding (`offset = (h - crop + 1) / 2`), a resize to the network's
+//! resolution (in f32, no rounding to bytes), then `(pixel / 255 - mean) / std`.
+
+use crate::files::DataError;
+use effnet_arch::preprocess::{Interpolation, Preprocessing};
+use fast_image_resize::images::Image;
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
+use std::path::Path;
+
+/// A normalised RGB image, `[y][x][channel]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NormalizedImage {
+    /// Normalised values.
+    pub data: Vec<f32>,
+    /// Rows.
+    pub height: usize,
+    /// Columns.
+    pub width: usize,
+}
+
+/// The region of the source image that is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CropWindow {
+    /// First column.
+    pub left: u32,
+    /// First row.
+    pub top: u32,
+    /// Width.
+    pub width: u32,
+    /// Height.
+    pub height: u32,
+}
+
+/// TF's evaluation crop: a square of `int(crop_pct * min(h, w))` at `((h - crop + 1) / 2, (w - crop + 1) / 2)`.
+/// `crop_pct >= 1` keeps the whole image (the resize then squashes it to a square).
+pub fn crop_window(width: u32, height: u32, crop_pct: f64) -> CropWindow {
+    if crop_pct >= 1.0 {
+        return CropWindow {
+            left: 0,
+            top: 0,
+            width,
+            height,
+        };
+    }
+    let side = ((crop_pct * f64::from(width.min(height))) as u32).max(1);
+    CropWindow {
+        left: (width - side).div_ceil(2),
+        top: (height - side).div_ceil(2),
+        width: side,
+        height: side,
+    }
+}
+
+/// Decodes an image file to 8-bit RGB (gray is replicated, alpha dropped, EXIF orientation applied).
+pub fn decode(path: &Path) -> Result<RgbImage, DataError> {
+    let fail = |reason: String| DataError::Image {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let reader = ImageReader::open(path).map_err(|e| fail(format!("cannot open: {e}")))?;
+    let reader = reader
+        .with_guessed_format()
+        .map_err(|e| fail(format!("cannot read: {e}")))?;
+    if reader.format().is_none() {
+        return Err(fail("not an image (unknown format)".into()));
+    }
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|e| fail(format!("not a readable image: {e}")))?;
+    let orientation = decoder
+        .orientation()
+        .map_err(|e| fail(format!("bad metadata: {e}")))?;
+    let mut img =
+        DynamicImage::from_decoder(decoder).map_err(|e| fail(format!("corrupt image: {e}")))?;
+    img.apply_orientation(orientation);
+    Ok(img.to_rgb8())
+}
+
+/// Crops, resizes to `resolution` x `resolution` and normalises.
+pub fn preprocess(img: &RgbImage, pre: &Preprocessing, resolution: u32) -> NormalizedImage {
+    let window = crop_window(img.width(), img.height(), pre.crop_pct);
+    let source: Vec<f32> = img.as_raw().iter().map(|&v| f32::from(v)).collect();
+    let src = Image::from_vec_u8(
+        img.width(),
+        img.height(),
+        f32_bytes(&source),
+        PixelType::F32x3,
+    )
+    .expect("buffer size matches the image");
+    let mut dst = Image::new(resolution, resolution, PixelType::F32x3);
+    let filter = match pre.interpolation {
+        Interpolation::Bicubic => FilterType::CatmullRom,
+        Interpolation::Bilinear => FilterType::Bilinear,
+    };
+    let options = ResizeOptions::new()
+        .crop(
+            f64::from(window.left),
+            f64::from(window.top),
+            f64::from(window.width),
+            f64::from(window.height),
+        )
+        .resize_alg(ResizeAlg::Convolution(filter));
+    Resizer::new()
+        .resize(&src, &mut dst, &options)
+        .expect("pixel types match");
+    let data = dst
+        .buffer()
+        .chunks_exact(4)
+        .enumerate()
+        .map(|(i, b)| {
+            let c = i % 3;
+            (f32::from_ne_bytes(b.try_into().expect("4 bytes")) / 255.0 - pre.mean[c]) / pre.std[c]
+        })
+        .collect();
+    NormalizedImage {
+        data,
+        height: resolution as usize,
+        width: resolution as usize,
+    }
+}
+
+fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_ne_bytes()).collect()
+}
+
+/// Decodes and preprocesses one file.
+pub fn load_image(
+    path: &Path,
+    pre: &Preprocessing,
+    resolution: u32,
+) -> Result<NormalizedImage, DataError> {
+    Ok(preprocess(&decode(path)?, pre, resolution))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crop_follows_tf_rounding() {
+        // 600x400 at 224/256: crop int(0.875 * 400) = 350, offsets ((600-350+1)/2, (400-350+1)/2) = (125, 25).
+        assert_eq!(
+            crop_window(600, 400, 0.875),
+            CropWindow {
+                left: 125,
+                top: 25,
+                width: 350,
+                height: 350
+            }
+        );
+        // An odd leftover puts the extra pixel before the crop, like TF: (451 - 262 + 1) / 2 = 95.
+        assert_eq!(
+            crop_window(451, 300, 0.875),
+            CropWindow {
+                left: 95,
+                top: 19,
+                width: 262,
+                height: 262
+            }
+        );
+        assert_eq!(
+            crop_window(451, 300, 1.0),
+            CropWindow {
+                left: 0,
+                top: 0,
+                width: 451,
+                height: 300
+            }
+        );
+    }
+
+    #[test]
+    fn a_constant_image_normalises_to_the_formula() {
+        let img = RgbImage::from_pixel(50, 30, image::Rgb([200, 100, 0]));
+        let pre = Preprocessing::imagenet(16);
+        let out = preprocess(&img, &pre, 16);
+        assert_eq!(
+            (out.height, out.width, out.data.len()),
+            (16, 16, 16 * 16 * 3)
+        );
+        for (i, v) in out.data.iter().enumerate() {
+            let c = i % 3;
+            let expected = ([200.0, 100.0, 0.0][c] / 255.0 - pre.mean[c]) / pre.std[c];
+            assert!((v - expected).abs() < 1e-4, "{i}: {v} vs {expected}");
+        }
+    }
+
+    #[test]
+    fn resizing_without_a_crop_keeps_a_gradient_monotone() {
+        let img = RgbImage::from_fn(64, 64, |x, _| image::Rgb([(x * 4) as u8; 3]));
+        let mut pre = Preprocessing::lite(32);
+        pre.crop_pct = 1.0;
+        let out = preprocess(&img, &pre, 32);
+        let row: Vec<f32> = (0..32).map(|x| out.data[x * 3]).collect();
+        assert!(row.windows(2).all(|w| w[1] >= w[0]), "{row:?}");
+        assert!(row[0] < -0.9 && row[31] > 0.9);
+    }
+
+    #[test]
+    fn non_images_and_truncated_files_are_named_errors() {
+        let dir = std::env::temp_dir().join(format!("effnet-decode-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = dir.join("notes.png");
+        std::fs::write(&text, "hello").unwrap();
+        let e = decode(&text).unwrap_err().to_string();
+        assert!(e.contains("notes.png"), "{e}");
+        let png = dir.join("cut.png");
+        let mut bytes = Vec::new();
+        RgbImage::from_pixel(40, 40, image::Rgb([1, 2, 3]))
+            .write_to(
+                &mut std::io::Cursor::new(&mut bytes),
+                image::ImageFormat::Png,
+            )
+            .unwrap();
+        std::fs::write(&png, &bytes[..bytes.len() / 2]).unwrap();
+        assert!(decode(&png).unwrap_err().to_string().contains("cut.png"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn gray_and_rgba_decode_to_rgb() {
+        let dir = std::env::temp_dir().join(format!("effnet-modes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let gray = dir.join("g.png");
+        image::GrayImage::from_pixel(3, 2, image::Luma([77]))
+            .save(&gray)
+            .unwrap();
+        assert_eq!(decode(&gray).unwrap().get_pixel(1, 1).0, [77, 77, 77]);
+        let rgba = dir.join("a.png");
+        image::RgbaImage::from_pixel(3, 2, image::Rgba([9, 8, 7, 0]))
+            .save(&rgba)
+            .unwrap();
+        assert_eq!(decode(&rgba).unwrap().get_pixel(0, 0).0, [9, 8, 7]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
