@@ -73,6 +73,22 @@ impl Preprocessing {
         }
     }
 
+    /// The same preprocessing with a named normalisation: `imagenet` (mean/std), `lite` (`(x - 127) / 128`) or
+    /// `inception` / `advprop` (`x * 2 / 255 - 1`).
+    pub fn with_normalization(self, name: &str) -> Option<Self> {
+        let other = match name {
+            "imagenet" => Self::imagenet(224),
+            "lite" => Self::lite(224),
+            "inception" | "advprop" => Self::advprop(224),
+            _ => return None,
+        };
+        Some(Self {
+            mean: other.mean,
+            std: other.std,
+            ..self
+        })
+    }
+
     /// The same preprocessing evaluated at another resolution (the crop fraction follows the TF rule).
     pub fn at_resolution(self, resolution: u32) -> Self {
         Self {
@@ -110,6 +126,23 @@ mod tests {
                 tf_crop_pct(res)
             );
         }
+    }
+
+    #[test]
+    fn named_normalisations_keep_crop_and_filter() {
+        let p = Preprocessing::imagenet(300)
+            .with_normalization("advprop")
+            .unwrap();
+        assert_eq!(
+            (p.mean, p.std, p.crop_pct),
+            ([0.5; 3], [0.5; 3], tf_crop_pct(300))
+        );
+        assert!(
+            (255.0 / 255.0 - p.mean[0]) / p.std[0] == 1.0 && (0.0 - p.mean[0]) / p.std[0] == -1.0
+        );
+        assert!(Preprocessing::lite(224)
+            .with_normalization("sepia")
+            .is_none());
     }
 
     #[test]

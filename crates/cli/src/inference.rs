@@ -26,9 +26,19 @@ pub struct InputArgs {
     /// Resize filter: bicubic or bilinear (default: the weights').
     #[arg(long)]
     pub interpolation: Option<String>,
+    /// Normalisation: imagenet, lite or inception/advprop (default: the weights').
+    #[arg(long)]
+    pub normalization: Option<String>,
     /// Images per batch.
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
+}
+
+/// Applies a named normalisation, with a clear error for unknown names.
+pub fn normalization(pre: Preprocessing, name: &str) -> Result<Preprocessing> {
+    pre.with_normalization(name).with_context(|| {
+        format!("unknown normalization `{name}`: use imagenet, lite, inception or advprop")
+    })
 }
 
 /// The result for one input file.
@@ -59,6 +69,9 @@ impl InputArgs {
                 "--crop-pct must be in (0, 1], got {pct}"
             );
             pre.crop_pct = pct;
+        }
+        if let Some(name) = &self.normalization {
+            pre = normalization(pre, name)?;
         }
         if let Some(name) = &self.interpolation {
             pre.interpolation = Interpolation::from_name(name).with_context(|| {

@@ -39,11 +39,24 @@ enum Command {
     Predict(commands::predict::PredictArgs),
     /// Write pooled features of images (.npy or .json) for transfer learning and retrieval.
     Embed(commands::embed::EmbedArgs),
+    /// Inference speed on random weights: median latency per batch and images per second.
+    Bench(commands::bench::BenchArgs),
     /// Convert timm / torchvision / lukemelas / TF-named weights into effnet safetensors with metadata.
     Convert(commands::convert::ConvertArgs),
 }
 
+/// Lets `effnet ... | head` end quietly when the reader goes away, as other command-line tools do, instead of
+/// failing on a broken pipe.
+fn restore_default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal disposition to its default at start-up, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    restore_default_sigpipe();
     let cli = Cli::parse();
     if let Some(threads) = cli.threads {
         if threads == 0
@@ -64,6 +77,7 @@ fn main() -> ExitCode {
         Command::Predict(args) => commands::predict::run(args, cli.json),
         Command::Embed(args) => commands::embed::run(args, cli.json),
         Command::Convert(args) => commands::convert::run(args, cli.json),
+        Command::Bench(args) => commands::bench::run(args, cli.json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

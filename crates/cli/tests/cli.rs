@@ -181,3 +181,18 @@ fn bad_input_is_a_clear_error_not_a_panic() {
         "nonexistent-dir",
     );
 }
+
+#[test]
+fn a_reader_that_goes_away_does_not_make_effnet_panic() {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_effnet"))
+        .args(["info", "l2", "--layers"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // like `effnet info l2 --layers | head -1`
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -21,6 +21,9 @@ pub struct ConvertArgs {
     /// Class labels, one per line (default: keep the file's, or ImageNet's for 1000 classes).
     #[arg(long)]
     labels: Option<PathBuf>,
+    /// Normalisation the weights expect, stored in the metadata: imagenet, lite or inception/advprop.
+    #[arg(long)]
+    normalization: Option<String>,
     /// Where the weights come from (stored in the metadata).
     #[arg(long)]
     source: Option<String>,

@@ -1,5 +1,6 @@
 //! One module per `effnet` subcommand.
 
+pub mod bench;
 pub mod compare;
 pub mod convert;
 pub mod embed;

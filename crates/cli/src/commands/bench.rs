@@ -1,0 +1,112 @@
+//! `effnet bench`: inference speed of any network on random weights (no download needed): warm-up, repeated
+//! timed runs, median latency per batch and images per second.
+
+use crate::model_args::ModelArgs;
+use crate::output::print_json;
+use anyhow::{ensure, Result};
+use clap::Args;
+use effnet_arch::resolve;
+use effnet_engine::{Engine, FeatureMap};
+use effnet_weights::random::random_weights;
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+/// Arguments of `effnet bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Images per batch.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Untimed runs before measuring.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Timed runs (at least; more are made until --min-seconds have passed).
+    #[arg(long, default_value_t = 10)]
+    runs: usize,
+    /// Keep measuring at least this long.
+    #[arg(long, default_value_t = 2.0)]
+    min_seconds: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct BenchReport {
+    model: String,
+    resolution: u32,
+    batch: usize,
+    threads: usize,
+    runs: usize,
+    macs_per_image: u64,
+    ms_per_batch: f64,
+    ms_per_batch_min: f64,
+    images_per_sec: f64,
+    gmacs_per_sec: f64,
+}
+
+/// Runs `effnet bench`.
+pub fn run(args: &BenchArgs, json: bool) -> Result<()> {
+    ensure!(
+        args.batch >= 1 && args.runs >= 1,
+        "--batch and --runs must be at least 1"
+    );
+    let config = args.model.config()?;
+    let plan = resolve(&config)?;
+    let engine = Engine::new(&plan, &random_weights(&plan, 0));
+    let r = config.resolution as usize;
+    let image = FeatureMap::new(
+        (0..r * r * 3)
+            .map(|i| ((i % 255) as f32 / 127.5) - 1.0)
+            .collect(),
+        r,
+        r,
+        3,
+    );
+    let batch = vec![image; args.batch];
+    let once = || -> Result<Duration> {
+        let start = Instant::now();
+        for logits in engine.logits_batch(&batch) {
+            logits?;
+        }
+        Ok(start.elapsed())
+    };
+    for _ in 0..args.warmup {
+        once()?;
+    }
+    let mut times = Vec::new();
+    let started = Instant::now();
+    while times.len() < args.runs || started.elapsed().as_secs_f64() < args.min_seconds {
+        times.push(once()?.as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let macs = effnet_arch::account(&plan).macs;
+    let report = BenchReport {
+        model: config.name.clone(),
+        resolution: config.resolution,
+        batch: args.batch,
+        threads: rayon::current_num_threads(),
+        runs: times.len(),
+        macs_per_image: macs,
+        ms_per_batch: median,
+        ms_per_batch_min: times[0],
+        images_per_sec: args.batch as f64 * 1e3 / median,
+        gmacs_per_sec: macs as f64 * args.batch as f64 / (median * 1e6),
+    };
+    if json {
+        return print_json(&report);
+    }
+    println!(
+        "{} @{} batch {} on {} threads: {:.2} ms per batch (median of {}, best {:.2}), {:.1} images/s, {:.1} GMAC/s",
+        report.model,
+        report.resolution,
+        report.batch,
+        report.threads,
+        report.ms_per_batch,
+        report.runs,
+        report.ms_per_batch_min,
+        report.images_per_sec,
+        report.gmacs_per_sec
+    );
+    Ok(())
+}
