@@ -1,13 +1,17 @@
-//! NHWC kernels: dense and depthwise convolutions with fused bias and activation, 1x1 convolutions as GEMM,
-//! squeeze-excite in place, global average pooling and the classifier.
+//! NHWC kernels: dense and depthwise convolutions with fused bias and activation, 1x1 convolutions as GEMM
+//! with a fused bias + activation (+ residual) pass, squeeze-excite in place, pooling and the classifier.
 //!
-//! Padding is computed from the actual input size at run time (TF "SAME" or symmetric), so any input
-//! resolution runs with the padding its weights were trained with.
+//! Every hot loop runs over contiguous channels so the compiler vectorises it, and is compiled for AVX-512,
+//! AVX2+FMA and the baseline ISA with runtime dispatch (`multiversion`); dispatch happens once per block of
+//! output rows, never per element. With [`Exec::parallel`], output rows are split across the rayon pool
+//! (used when a batch has fewer images than threads). Padding is computed from the actual input size.
 
 use crate::activation::{apply, sigmoid};
 use crate::layers::{PreparedConv, PreparedLinear};
 use effnet_arch::variant::Activation;
 use effnet_arch::Padding;
+use multiversion::multiversion;
+use rayon::prelude::*;
 
 /// An NHWC feature map of one image.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +39,29 @@ impl FeatureMap {
     }
 }
 
+/// How a kernel may use threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exec {
+    /// Split the work of one image across the rayon pool.
+    pub parallel: bool,
+}
+
+/// Output rows per parallel task.
+const ROWS_PER_TASK: usize = 2;
+
+/// Runs `f(first_row, rows)` over `out` (rows of `row_len` elements), split across threads if asked.
+fn for_rows(out: &mut [f32], row_len: usize, exec: Exec, f: impl Fn(usize, &mut [f32]) + Sync) {
+    if exec.parallel && out.len() > row_len * ROWS_PER_TASK {
+        out.par_chunks_mut(row_len * ROWS_PER_TASK)
+            .enumerate()
+            .for_each(|(i, rows)| f(i * ROWS_PER_TASK, rows));
+    } else {
+        f(0, out);
+    }
+}
+
+/// Output size and leading padding of a convolution on an input.
+#[derive(Debug, Clone, Copy)]
 struct Geometry {
     out_h: usize,
     out_w: usize,
@@ -55,104 +82,282 @@ fn geometry(x: &FeatureMap, c: &PreparedConv, padding: Padding) -> Geometry {
 }
 
 /// The input coordinate a kernel tap reads, if it falls inside the image.
-#[inline]
+#[inline(always)]
 fn source(out: usize, stride: usize, tap: usize, pad: usize, size: usize) -> Option<usize> {
     (out * stride + tap).checked_sub(pad).filter(|&i| i < size)
 }
 
-/// A dense (groups = 1) k x k convolution with bias and activation; weights `[ky][kx][in][out]`.
-pub fn conv_dense(x: &FeatureMap, c: &PreparedConv, padding: Padding) -> FeatureMap {
-    let g = geometry(x, c, padding);
-    let (cin, cout, k, s) = (c.in_channels, c.out_channels, c.kernel, c.stride);
-    let mut out = vec![0f32; g.out_h * g.out_w * cout];
-    for (pixel, acc) in out.chunks_exact_mut(cout).enumerate() {
+/// Copies the k x k x cin input patch of every output pixel in `rows` into consecutive rows of `patches`
+/// (zeros where the patch covers padding), so a dense convolution becomes one GEMM.
+fn im2col(x: &FeatureMap, c: &PreparedConv, g: Geometry, first_pixel: usize, patches: &mut [f32]) {
+    let (cin, k, s) = (c.in_channels, c.kernel, c.stride);
+    for (i, patch) in patches.chunks_exact_mut(k * k * cin).enumerate() {
+        let pixel = first_pixel + i;
         let (oy, ox) = (pixel / g.out_w, pixel % g.out_w);
-        acc.copy_from_slice(&c.bias);
         for ky in 0..k {
-            let Some(iy) = source(oy, s, ky, g.pad_top, x.height) else {
-                continue;
-            };
             for kx in 0..k {
-                let Some(ix) = source(ox, s, kx, g.pad_left, x.width) else {
-                    continue;
-                };
-                let px = &x.data[(iy * x.width + ix) * cin..][..cin];
-                for (ci, &v) in px.iter().enumerate() {
-                    let w = &c.weight[((ky * k + kx) * cin + ci) * cout..][..cout];
-                    acc.iter_mut().zip(w).for_each(|(a, &w)| *a += v * w);
+                let dst = &mut patch[(ky * k + kx) * cin..][..cin];
+                match (
+                    source(oy, s, ky, g.pad_top, x.height),
+                    source(ox, s, kx, g.pad_left, x.width),
+                ) {
+                    (Some(iy), Some(ix)) => {
+                        dst.copy_from_slice(&x.data[(iy * x.width + ix) * cin..][..cin])
+                    }
+                    _ => dst.fill(0.0),
                 }
             }
         }
-        apply(c.activation, acc);
     }
-    FeatureMap::new(out, g.out_h, g.out_w, cout)
 }
 
-/// A 1x1 convolution as one GEMM (`[pixels x in] * [in x out]`), then bias and activation.
-pub fn pointwise(x: &FeatureMap, c: &PreparedConv) -> FeatureMap {
-    let (m, k, n) = (x.height * x.width, c.in_channels, c.out_channels);
-    let mut out = vec![0f32; m * n];
-    // SAFETY: dst is m x n row-major (row stride n), lhs m x k (row stride k), rhs k x n (row stride n);
-    // all three buffers have exactly those sizes and do not overlap.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            x.data.as_ptr(),
-            1,
-            k as isize,
-            c.weight.as_ptr(),
-            1,
-            n as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
+/// A dense (groups = 1) k x k convolution with bias and activation, as im2col + GEMM; weights
+/// `[ky][kx][in][out]`, which is exactly the `[patch][out]` matrix.
+pub fn conv_dense(x: &FeatureMap, c: &PreparedConv, padding: Padding, exec: Exec) -> FeatureMap {
+    let g = geometry(x, c, padding);
+    let (pixels, patch, n) = (
+        g.out_h * g.out_w,
+        c.kernel * c.kernel * c.in_channels,
+        c.out_channels,
+    );
+    let mut out = vec![0f32; pixels * n];
+    let block = |i: usize, out_block: &mut [f32]| {
+        let rows = out_block.len() / n;
+        let mut patches = vec![0f32; rows * patch];
+        im2col(x, c, g, i * GEMM_ROWS, &mut patches);
+        gemm_block(&patches, patch, c, out_block, None);
+    };
+    if exec.parallel {
+        out.par_chunks_mut(GEMM_ROWS * n)
+            .enumerate()
+            .for_each(|(i, b)| block(i, b));
+    } else {
+        out.chunks_mut(GEMM_ROWS * n)
+            .enumerate()
+            .for_each(|(i, b)| block(i, b));
+    }
+    FeatureMap::new(out, g.out_h, g.out_w, n)
+}
+
+/// `a * b + c`, as one fused instruction where the compiled-for target has FMA (`fused` is a compile-time
+/// constant in each multiversioned clone; without FMA, `mul_add` would be a slow library call).
+#[inline(always)]
+fn multiply_add(a: f32, b: f32, c: f32, fused: bool) -> f32 {
+    if fused {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
+/// Channels per register block of the depthwise kernel (one AVX-512 register).
+const LANES: usize = 16;
+/// Output pixels per register block of the depthwise kernel.
+const PIXELS: usize = 4;
+
+/// Up to [`PIXELS`] horizontally adjacent output pixels starting at `ox`, channels `c0..c0 + W`: the
+/// accumulators stay in registers across all k*k taps; taps that fall in the padding are skipped.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn depthwise_block<const W: usize>(
+    x: &FeatureMap,
+    c: &PreparedConv,
+    g: Geometry,
+    oy: usize,
+    ox: usize,
+    count: usize,
+    c0: usize,
+    out: &mut [f32],
+    fused: bool,
+) {
+    let (ch, k, s) = (c.out_channels, c.kernel, c.stride);
+    let mut acc = [[0f32; W]; PIXELS];
+    for a in acc.iter_mut() {
+        a.copy_from_slice(&c.bias[c0..c0 + W]);
+    }
+    for ky in 0..k {
+        let Some(iy) = source(oy, s, ky, g.pad_top, x.height) else {
+            continue;
+        };
+        let row = &x.data[iy * x.width * ch..(iy + 1) * x.width * ch];
+        for kx in 0..k {
+            let w: &[f32; W] = c.weight[(ky * k + kx) * ch + c0..][..W]
+                .try_into()
+                .expect("W lanes");
+            // A fixed trip count lets the compiler unroll over pixels and keep `acc` in registers.
+            #[allow(clippy::needless_range_loop)]
+            for p in 0..PIXELS {
+                if p >= count {
+                    continue;
+                }
+                let Some(ix) = source(ox + p, s, kx, g.pad_left, x.width) else {
+                    continue;
+                };
+                let v: &[f32; W] = row[ix * ch + c0..][..W].try_into().expect("W lanes");
+                for l in 0..W {
+                    acc[p][l] = multiply_add(v[l], w[l], acc[p][l], fused);
+                }
+            }
+        }
+    }
+    for (p, a) in acc.iter_mut().enumerate().take(count) {
+        apply(c.activation, a);
+        out[p * ch + c0..][..W].copy_from_slice(a);
+    }
+}
+
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma",
+    "x86_64+avx2+fma"
+))]
+fn depthwise_rows(
+    x: &FeatureMap,
+    c: &PreparedConv,
+    g: Geometry,
+    first_row: usize,
+    out: &mut [f32],
+) {
+    let ch = c.out_channels;
+    let fused =
+        multiversion::target::target_cfg_f!(any(target_feature = "fma", target_arch = "aarch64"));
+    for (r, row_out) in out.chunks_exact_mut(g.out_w * ch).enumerate() {
+        for ox in (0..g.out_w).step_by(PIXELS) {
+            let count = PIXELS.min(g.out_w - ox);
+            let pixels = &mut row_out[ox * ch..];
+            let mut c0 = 0;
+            while c0 + LANES <= ch {
+                depthwise_block::<LANES>(x, c, g, first_row + r, ox, count, c0, pixels, fused);
+                c0 += LANES;
+            }
+            while c0 < ch {
+                depthwise_block::<1>(x, c, g, first_row + r, ox, count, c0, pixels, fused);
+                c0 += 1;
+            }
+        }
+    }
+}
+
+/// A depthwise k x k convolution with bias and activation; weights `[ky][kx][channel]`.
+pub fn depthwise(x: &FeatureMap, c: &PreparedConv, padding: Padding, exec: Exec) -> FeatureMap {
+    let g = geometry(x, c, padding);
+    let mut out = vec![0f32; g.out_h * g.out_w * c.out_channels];
+    for_rows(&mut out, g.out_w * c.out_channels, exec, |row, rows| {
+        depthwise_rows(x, c, g, row, rows)
+    });
+    FeatureMap::new(out, g.out_h, g.out_w, c.out_channels)
+}
+
+/// `v = act(v + bias) (+ residual)` over rows of `bias.len()` channels, one loop per activation so each
+/// vectorises.
+#[inline(always)]
+fn epilogue<F: Fn(f32) -> f32>(rows: &mut [f32], bias: &[f32], residual: Option<&[f32]>, act: F) {
+    let n = bias.len();
+    match residual {
+        Some(residual) => rows
+            .chunks_exact_mut(n)
+            .zip(residual.chunks_exact(n))
+            .for_each(|(row, res)| {
+                row.iter_mut()
+                    .zip(bias.iter().zip(res))
+                    .for_each(|(v, (b, r))| *v = act(*v + b) + r);
+            }),
+        None => rows
+            .chunks_exact_mut(n)
+            .for_each(|row| row.iter_mut().zip(bias).for_each(|(v, b)| *v = act(*v + b))),
+    }
+}
+
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma",
+    "x86_64+avx2+fma"
+))]
+fn bias_activation_rows(
+    rows: &mut [f32],
+    bias: &[f32],
+    activation: Option<Activation>,
+    residual: Option<&[f32]>,
+) {
+    match activation {
+        None => epilogue(rows, bias, residual, |v| v),
+        Some(Activation::Swish) => epilogue(rows, bias, residual, |v| v * sigmoid(v)),
+        Some(Activation::Relu6) => epilogue(rows, bias, residual, |v| v.clamp(0.0, 6.0)),
+        Some(Activation::Sigmoid) => epilogue(rows, bias, residual, sigmoid),
+    }
+}
+
+/// Pixels per GEMM call: the bias / activation / residual pass then reads the block while it is in L2.
+const GEMM_ROWS: usize = 128;
+
+/// `out = x * weight` for rows of `k` inputs, then the epilogue, one block of [`GEMM_ROWS`] at a time.
+fn gemm_block(x: &[f32], k: usize, c: &PreparedConv, out: &mut [f32], residual: Option<&[f32]>) {
+    let n = c.out_channels;
+    for (i, block) in out.chunks_mut(GEMM_ROWS * n).enumerate() {
+        let m = block.len() / n;
+        let lhs = &x[i * GEMM_ROWS * k..][..m * k];
+        // SAFETY: dst is m x n row-major (row stride n), lhs m x k (row stride k), rhs k x n (row stride n);
+        // the slices have exactly those sizes and do not overlap.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                block.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                lhs.as_ptr(),
+                1,
+                k as isize,
+                c.weight.as_ptr(),
+                1,
+                n as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+        bias_activation_rows(
+            block,
+            &c.bias,
+            c.activation,
+            residual.map(|r| &r[i * GEMM_ROWS * n..][..m * n]),
         );
     }
-    for row in out.chunks_exact_mut(n) {
-        row.iter_mut().zip(&c.bias).for_each(|(v, b)| *v += b);
-        apply(c.activation, row);
+}
+
+/// A 1x1 convolution as GEMM (`[pixels x in] * [in x out]`) with bias, activation and an optional residual
+/// fused into one pass per block of pixels.
+pub fn pointwise(
+    x: &FeatureMap,
+    c: &PreparedConv,
+    residual: Option<&FeatureMap>,
+    exec: Exec,
+) -> FeatureMap {
+    let (m, k, n) = (x.height * x.width, c.in_channels, c.out_channels);
+    let mut out = vec![0f32; m * n];
+    let residual = residual.map(|r| r.data.as_slice());
+    if exec.parallel && m > GEMM_ROWS {
+        out.par_chunks_mut(GEMM_ROWS * n)
+            .enumerate()
+            .for_each(|(i, block)| {
+                let rows = block.len() / n;
+                let res = residual.map(|r| &r[i * GEMM_ROWS * n..][..rows * n]);
+                gemm_block(&x.data[i * GEMM_ROWS * k..][..rows * k], k, c, block, res);
+            });
+    } else {
+        gemm_block(&x.data, k, c, &mut out, residual);
     }
     FeatureMap::new(out, x.height, x.width, n)
 }
 
-/// A depthwise k x k convolution with bias and activation; weights `[ky][kx][channel]`.
-pub fn depthwise(x: &FeatureMap, c: &PreparedConv, padding: Padding) -> FeatureMap {
-    let g = geometry(x, c, padding);
-    let (ch, k, s) = (c.out_channels, c.kernel, c.stride);
-    let mut out = vec![0f32; g.out_h * g.out_w * ch];
-    for (pixel, acc) in out.chunks_exact_mut(ch).enumerate() {
-        let (oy, ox) = (pixel / g.out_w, pixel % g.out_w);
-        acc.copy_from_slice(&c.bias);
-        for ky in 0..k {
-            let Some(iy) = source(oy, s, ky, g.pad_top, x.height) else {
-                continue;
-            };
-            for kx in 0..k {
-                let Some(ix) = source(ox, s, kx, g.pad_left, x.width) else {
-                    continue;
-                };
-                let px = &x.data[(iy * x.width + ix) * ch..][..ch];
-                let w = &c.weight[(ky * k + kx) * ch..][..ch];
-                acc.iter_mut()
-                    .zip(px.iter().zip(w))
-                    .for_each(|(a, (&v, &w))| *a += v * w);
-            }
-        }
-        apply(c.activation, acc);
-    }
-    FeatureMap::new(out, g.out_h, g.out_w, ch)
-}
-
 /// Per-channel mean over all pixels (accumulated in f64).
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma",
+    "x86_64+avx2+fma"
+))]
 pub fn global_average(x: &FeatureMap) -> Vec<f32> {
     let mut sums = vec![0f64; x.channels];
     for px in x.data.chunks_exact(x.channels) {
@@ -182,15 +387,33 @@ fn dense_vector(
     out
 }
 
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma",
+    "x86_64+avx2+fma"
+))]
+fn scale_rows(rows: &mut [f32], gate: &[f32]) {
+    for px in rows.chunks_exact_mut(gate.len()) {
+        px.iter_mut().zip(gate).for_each(|(v, g)| *v *= g);
+    }
+}
+
 /// Squeeze-excite in place: mean, reduce + activation, expand + sigmoid, scale every channel.
-pub fn squeeze_excite(x: &mut FeatureMap, reduce: &PreparedConv, expand: &PreparedConv) {
+pub fn squeeze_excite(
+    x: &mut FeatureMap,
+    reduce: &PreparedConv,
+    expand: &PreparedConv,
+    exec: Exec,
+) {
     let pooled = global_average(x);
     let reduced = dense_vector(&pooled, &reduce.weight, &reduce.bias, reduce.activation);
-    let gate = dense_vector(&reduced, &expand.weight, &expand.bias, None);
-    let gate: Vec<f32> = gate.into_iter().map(sigmoid).collect();
-    for px in x.data.chunks_exact_mut(x.channels) {
-        px.iter_mut().zip(&gate).for_each(|(v, g)| *v *= g);
-    }
+    let gate: Vec<f32> = dense_vector(&reduced, &expand.weight, &expand.bias, None)
+        .into_iter()
+        .map(sigmoid)
+        .collect();
+    let row_len = x.width * x.channels;
+    for_rows(&mut x.data, row_len, exec, |_, rows| {
+        scale_rows(rows, &gate)
+    });
 }
 
 /// The classifier on pooled features.

@@ -3,7 +3,7 @@
 
 use crate::error::{EngineError, Result};
 use crate::kernels::{
-    conv_dense, depthwise, global_average, linear, pointwise, squeeze_excite, FeatureMap,
+    conv_dense, depthwise, global_average, linear, pointwise, squeeze_excite, Exec, FeatureMap,
 };
 use crate::layers::{prepare_conv, prepare_linear, PreparedConv, PreparedLinear};
 use effnet_arch::{NetworkConfig, Padding, Plan};
@@ -81,26 +81,32 @@ impl Engine {
 
     /// Pooled features (global average of the head's output) of one normalised NHWC RGB image.
     pub fn features(&self, image: &FeatureMap) -> Result<Vec<f32>> {
+        self.features_with(image, Exec { parallel: false })
+    }
+
+    /// Pooled features, splitting the image's work across the rayon pool when `exec.parallel`.
+    pub fn features_with(&self, image: &FeatureMap, exec: Exec) -> Result<Vec<f32>> {
         if image.channels != 3 || image.height == 0 || image.width == 0 {
             return Err(EngineError::BadInput(format!(
                 "expected a non-empty RGB image, got {}x{}x{}",
                 image.height, image.width, image.channels
             )));
         }
-        let mut x = conv_dense(image, &self.stem, self.padding);
+        let mut x = conv_dense(image, &self.stem, self.padding, exec);
         for b in &self.blocks {
-            let expanded = b.expand.as_ref().map(|e| pointwise(&x, e));
-            let mut y = depthwise(expanded.as_ref().unwrap_or(&x), &b.depthwise, self.padding);
+            let expanded = b.expand.as_ref().map(|e| pointwise(&x, e, None, exec));
+            let mut y = depthwise(
+                expanded.as_ref().unwrap_or(&x),
+                &b.depthwise,
+                self.padding,
+                exec,
+            );
             if let Some((reduce, expand)) = &b.se {
-                squeeze_excite(&mut y, reduce, expand);
+                squeeze_excite(&mut y, reduce, expand, exec);
             }
-            let mut out = pointwise(&y, &b.project);
-            if b.residual {
-                out.data.iter_mut().zip(&x.data).for_each(|(o, i)| *o += i);
-            }
-            x = out;
+            x = pointwise(&y, &b.project, b.residual.then_some(&x), exec);
         }
-        Ok(global_average(&pointwise(&x, &self.head)))
+        Ok(global_average(&pointwise(&x, &self.head, None, exec)))
     }
 
     /// The classifier applied to pooled features.
@@ -113,8 +119,17 @@ impl Engine {
         Ok(self.classify(&self.features(image)?))
     }
 
-    /// Logits of several images, computed in parallel on the current rayon pool.
+    /// Logits of several images on the current rayon pool: images in parallel when there are at least as
+    /// many as threads, otherwise one image at a time with its work split across the threads.
     pub fn logits_batch(&self, images: &[FeatureMap]) -> Vec<Result<Vec<f32>>> {
-        images.par_iter().map(|image| self.logits(image)).collect()
+        if images.len() >= rayon::current_num_threads() {
+            images.par_iter().map(|image| self.logits(image)).collect()
+        } else {
+            let exec = Exec { parallel: true };
+            images
+                .iter()
+                .map(|image| Ok(self.classify(&self.features_with(image, exec)?)))
+                .collect()
+        }
     }
 }

@@ -61,23 +61,37 @@ fn top5(logits: &[f32]) -> Vec<usize> {
 }
 
 fn check(name: &str, engine: &Engine, input: &FeatureMap) {
-    let reference = case(name);
+    compare(name, name, &engine.logits(input).unwrap());
+    // One image on two threads takes the intra-image parallel path.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    let split = pool
+        .install(|| engine.logits_batch(std::slice::from_ref(input)))
+        .pop()
+        .unwrap()
+        .unwrap();
+    compare(name, &format!("{name} (split across threads)"), &split);
+}
+
+fn compare(case_name: &str, label: &str, got: &[f32]) {
+    let reference = case(case_name);
     let expected: Vec<f32> = reference["logits"]
         .as_array()
         .unwrap()
         .iter()
         .map(|v| v.as_f64().unwrap() as f32)
         .collect();
-    let got = engine.logits(input).unwrap();
     let worst = got
         .iter()
         .zip(&expected)
         .map(|(a, b)| (a - b).abs())
         .fold(0f32, f32::max);
-    eprintln!("{name}: max |logit - reference| = {worst:.2e}");
+    eprintln!("{label}: max |logit - reference| = {worst:.2e}");
     assert!(
         worst <= TOLERANCE,
-        "{name}: max |logit - reference| = {worst}"
+        "{label}: max |logit - reference| = {worst}"
     );
     let want: Vec<usize> = reference["top5"]
         .as_array()
@@ -85,7 +99,7 @@ fn check(name: &str, engine: &Engine, input: &FeatureMap) {
         .iter()
         .map(|v| v.as_u64().unwrap() as usize)
         .collect();
-    assert_eq!(top5(&got), want, "{name}: top-5");
+    assert_eq!(top5(got), want, "{label}: top-5");
 }
 
 fn lite0() -> Engine {

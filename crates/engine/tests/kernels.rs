@@ -1,0 +1,231 @@
+//! Every kernel against a naive scalar reference written from the definitions, on awkward shapes: 1x1 maps,
+//! channel counts that are not a multiple of the vector width, stride 2 on odd and even sizes, both paddings,
+//! serial and split across threads.
+
+use effnet_arch::variant::Activation;
+use effnet_arch::Padding;
+use effnet_engine::kernels::{conv_dense, depthwise, pointwise, squeeze_excite, Exec, FeatureMap};
+use effnet_engine::layers::PreparedConv;
+
+/// Deterministic values in [-1, 1).
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    (0..n as u64)
+        .map(|i| {
+            let z = (i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                ^ seed.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn act(a: Option<Activation>, v: f64) -> f64 {
+    match a {
+        None => v,
+        Some(Activation::Swish) => v / (1.0 + (-v).exp()),
+        Some(Activation::Relu6) => v.clamp(0.0, 6.0),
+        Some(Activation::Sigmoid) => 1.0 / (1.0 + (-v).exp()),
+    }
+}
+
+/// Reference convolution, NHWC, f64; `depthwise` uses weights `[ky][kx][c]`, dense `[ky][kx][in][out]`.
+fn reference(
+    x: &FeatureMap,
+    c: &PreparedConv,
+    padding: Padding,
+    dw: bool,
+    residual: Option<&FeatureMap>,
+) -> Vec<f32> {
+    let (k, s) = (c.kernel, c.stride);
+    let rows = padding.along(x.height as u32, k as u32, s as u32);
+    let cols = padding.along(x.width as u32, k as u32, s as u32);
+    let (oh, ow) = (rows.output as usize, cols.output as usize);
+    let mut out = Vec::new();
+    for oy in 0..oh {
+        for ox in 0..ow {
+            for o in 0..c.out_channels {
+                let mut acc = f64::from(c.bias[o]);
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let iy = (oy * s + ky) as isize - rows.begin as isize;
+                        let ix = (ox * s + kx) as isize - cols.begin as isize;
+                        if iy < 0 || ix < 0 || iy >= x.height as isize || ix >= x.width as isize {
+                            continue;
+                        }
+                        let at = (iy as usize * x.width + ix as usize) * x.channels;
+                        if dw {
+                            acc += f64::from(x.data[at + o])
+                                * f64::from(c.weight[(ky * k + kx) * c.out_channels + o]);
+                        } else {
+                            for i in 0..c.in_channels {
+                                let w = c.weight
+                                    [((ky * k + kx) * c.in_channels + i) * c.out_channels + o];
+                                acc += f64::from(x.data[at + i]) * f64::from(w);
+                            }
+                        }
+                    }
+                }
+                let mut v = act(c.activation, acc);
+                if let Some(r) = residual {
+                    v += f64::from(r.data[(oy * ow + ox) * c.out_channels + o]);
+                }
+                out.push(v as f32);
+            }
+        }
+    }
+    out
+}
+
+fn conv(
+    cin: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    dw: bool,
+    activation: Option<Activation>,
+    seed: u64,
+) -> PreparedConv {
+    let weights = if dw { k * k * cout } else { k * k * cin * cout };
+    PreparedConv {
+        in_channels: cin,
+        out_channels: cout,
+        kernel: k,
+        stride,
+        weight: values(weights, seed),
+        bias: values(cout, seed + 1),
+        activation,
+    }
+}
+
+fn close(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: size");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+            "{what}: element {i}: {g} vs {w}"
+        );
+    }
+}
+
+const SIZES: [(usize, usize); 5] = [(1, 1), (2, 3), (7, 7), (8, 8), (15, 9)];
+const EXECS: [Exec; 2] = [Exec { parallel: false }, Exec { parallel: true }];
+
+#[test]
+fn depthwise_matches_the_reference_on_odd_shapes() {
+    for (h, w) in SIZES {
+        for ch in [1, 17, 40] {
+            for (k, stride) in [(3, 1), (3, 2), (5, 1), (5, 2)] {
+                for padding in [Padding::TfSame, Padding::Symmetric] {
+                    let x = FeatureMap::new(values(h * w * ch, 3), h, w, ch);
+                    let c = conv(ch, ch, k, stride, true, Some(Activation::Swish), 9);
+                    let want = reference(&x, &c, padding, true, None);
+                    for exec in EXECS {
+                        let got = depthwise(&x, &c, padding, exec);
+                        close(
+                            &got.data,
+                            &want,
+                            &format!("depthwise {h}x{w}x{ch} k{k} s{stride} {padding:?} {exec:?}"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn dense_matches_the_reference_on_odd_shapes() {
+    for (h, w) in SIZES {
+        for (cin, cout) in [(3, 32), (3, 17), (5, 8)] {
+            for (k, stride) in [(3, 2), (3, 1), (1, 1)] {
+                for padding in [Padding::TfSame, Padding::Symmetric] {
+                    let x = FeatureMap::new(values(h * w * cin, 4), h, w, cin);
+                    let c = conv(cin, cout, k, stride, false, Some(Activation::Relu6), 5);
+                    let want = reference(&x, &c, padding, false, None);
+                    for exec in EXECS {
+                        let got = conv_dense(&x, &c, padding, exec);
+                        close(
+                            &got.data,
+                            &want,
+                            &format!(
+                                "dense {h}x{w} {cin}->{cout} k{k} s{stride} {padding:?} {exec:?}"
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn pointwise_with_and_without_residual_matches_the_reference() {
+    for (h, w) in [(1, 1), (7, 7), (20, 13)] {
+        for (cin, cout) in [(17, 33), (16, 16), (40, 7)] {
+            for activation in [None, Some(Activation::Swish), Some(Activation::Sigmoid)] {
+                let x = FeatureMap::new(values(h * w * cin, 6), h, w, cin);
+                let res = FeatureMap::new(values(h * w * cout, 8), h, w, cout);
+                let c = conv(cin, cout, 1, 1, false, activation, 2);
+                for residual in [None, Some(&res)] {
+                    let want = reference(&x, &c, Padding::TfSame, false, residual);
+                    for exec in EXECS {
+                        let got = pointwise(&x, &c, residual, exec);
+                        close(
+                            &got.data,
+                            &want,
+                            &format!("pointwise {h}x{w} {cin}->{cout} {activation:?} {exec:?}"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn squeeze_excite_scales_each_channel_by_its_gate() {
+    let (h, w, ch, rd) = (5, 3, 19, 4);
+    let x = FeatureMap::new(values(h * w * ch, 11), h, w, ch);
+    let reduce = conv(ch, rd, 1, 1, false, Some(Activation::Swish), 12);
+    let expand = conv(rd, ch, 1, 1, false, None, 13);
+    let mean: Vec<f64> = (0..ch)
+        .map(|c| {
+            (0..h * w)
+                .map(|p| f64::from(x.data[p * ch + c]))
+                .sum::<f64>()
+                / (h * w) as f64
+        })
+        .collect();
+    let r: Vec<f64> = (0..rd)
+        .map(|j| {
+            act(
+                Some(Activation::Swish),
+                f64::from(reduce.bias[j])
+                    + (0..ch)
+                        .map(|c| mean[c] * f64::from(reduce.weight[c * rd + j]))
+                        .sum::<f64>(),
+            )
+        })
+        .collect();
+    let gate: Vec<f64> = (0..ch)
+        .map(|c| {
+            act(
+                Some(Activation::Sigmoid),
+                f64::from(expand.bias[c])
+                    + (0..rd)
+                        .map(|j| r[j] * f64::from(expand.weight[j * ch + c]))
+                        .sum::<f64>(),
+            )
+        })
+        .collect();
+    let want: Vec<f32> = x
+        .data
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| (f64::from(v) * gate[i % ch]) as f32)
+        .collect();
+    for exec in EXECS {
+        let mut y = x.clone();
+        squeeze_excite(&mut y, &reduce, &expand, exec);
+        close(&y.data, &want, &format!("squeeze-excite {exec:?}"));
+    }
+}
