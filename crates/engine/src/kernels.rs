@@ -206,6 +206,54 @@ fn depthwise_block<const W: usize>(
     }
 }
 
+/// [`PIXELS`] output pixels whose k x k taps all lie inside the image: no bounds checks in the tap loop.
+///
+/// # Safety
+/// Every tap of pixels `ox..ox + PIXELS` in output row `oy` must be inside `x`, and `c0 + LANES` must not
+/// exceed the channel count.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn depthwise_interior(
+    x: &FeatureMap,
+    c: &PreparedConv,
+    g: Geometry,
+    oy: usize,
+    ox: usize,
+    c0: usize,
+    out: &mut [f32],
+    fused: bool,
+) {
+    let (ch, k, s) = (c.out_channels, c.kernel, c.stride);
+    let bias: [f32; LANES] = c.bias[c0..c0 + LANES].try_into().expect("LANES");
+    let mut acc = [bias; PIXELS];
+    let input = x.data.as_ptr();
+    let weight = c.weight.as_ptr();
+    for ky in 0..k {
+        let iy = oy * s + ky - g.pad_top;
+        // SAFETY (all pointer arithmetic below): the caller guarantees every tap is inside the image.
+        let row = unsafe { input.add(iy * x.width * ch + c0) };
+        for kx in 0..k {
+            let w = unsafe {
+                weight
+                    .add((ky * k + kx) * ch + c0)
+                    .cast::<[f32; LANES]>()
+                    .read_unaligned()
+            };
+            for (p, a) in acc.iter_mut().enumerate() {
+                let ix = (ox + p) * s + kx - g.pad_left;
+                let v = unsafe { row.add(ix * ch).cast::<[f32; LANES]>().read_unaligned() };
+                for l in 0..LANES {
+                    a[l] = multiply_add(v[l], w[l], a[l], fused);
+                }
+            }
+        }
+    }
+    for (p, a) in acc.iter_mut().enumerate() {
+        apply(c.activation, a);
+        out[p * ch + c0..][..LANES].copy_from_slice(a);
+    }
+}
+
 #[multiversion(targets(
     "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma",
     "x86_64+avx2+fma"
@@ -217,20 +265,40 @@ fn depthwise_rows(
     first_row: usize,
     out: &mut [f32],
 ) {
-    let ch = c.out_channels;
+    let (ch, k, s) = (c.out_channels, c.kernel, c.stride);
     let fused =
         multiversion::target::target_cfg_f!(any(target_feature = "fma", target_arch = "aarch64"));
+    // The output range along one axis whose taps all fall inside the image.
+    let inside = |pad: usize, size: usize, out: usize| {
+        let first = pad.div_ceil(s);
+        let end = (size + pad)
+            .checked_sub(k)
+            .map_or(0, |v| v / s + 1)
+            .min(out);
+        (first, end.max(first))
+    };
+    let (col_first, col_end) = inside(g.pad_left, x.width, g.out_w);
+    let (row_first, row_end) = inside(g.pad_top, x.height, g.out_h);
     for (r, row_out) in out.chunks_exact_mut(g.out_w * ch).enumerate() {
+        let oy = first_row + r;
+        let row_inside = oy >= row_first && oy < row_end;
         for ox in (0..g.out_w).step_by(PIXELS) {
             let count = PIXELS.min(g.out_w - ox);
             let pixels = &mut row_out[ox * ch..];
+            let interior = row_inside && ox >= col_first && ox + PIXELS <= col_end;
             let mut c0 = 0;
             while c0 + LANES <= ch {
-                depthwise_block::<LANES>(x, c, g, first_row + r, ox, count, c0, pixels, fused);
+                if interior {
+                    // SAFETY: `interior` means every tap of these pixels is inside `x`; the loop condition keeps
+                    // the channel block inside `ch`.
+                    unsafe { depthwise_interior(x, c, g, oy, ox, c0, pixels, fused) };
+                } else {
+                    depthwise_block::<LANES>(x, c, g, oy, ox, count, c0, pixels, fused);
+                }
                 c0 += LANES;
             }
             while c0 < ch {
-                depthwise_block::<1>(x, c, g, first_row + r, ox, count, c0, pixels, fused);
+                depthwise_block::<1>(x, c, g, oy, ox, count, c0, pixels, fused);
                 c0 += 1;
             }
         }
