@@ -8,6 +8,7 @@
 
 use crate::activation::{apply, sigmoid};
 use crate::layers::{PreparedConv, PreparedLinear};
+use crate::pool;
 use effnet_arch::variant::Activation;
 use effnet_arch::Padding;
 use multiversion::multiversion;
@@ -120,12 +121,13 @@ pub fn conv_dense(x: &FeatureMap, c: &PreparedConv, padding: Padding, exec: Exec
         c.kernel * c.kernel * c.in_channels,
         c.out_channels,
     );
-    let mut out = vec![0f32; pixels * n];
+    let mut out = pool::take(pixels * n);
     let block = |i: usize, out_block: &mut [f32]| {
         let rows = out_block.len() / n;
-        let mut patches = vec![0f32; rows * patch];
+        let mut patches = pool::take(rows * patch);
         im2col(x, c, g, i * GEMM_ROWS, &mut patches);
-        gemm_block(&patches, patch, c, out_block, None);
+        gemm_block(&patches, patch, c, out_block, None, gemm::Parallelism::None);
+        pool::give(patches);
     };
     if exec.parallel {
         out.par_chunks_mut(GEMM_ROWS * n)
@@ -254,6 +256,61 @@ unsafe fn depthwise_interior(
     }
 }
 
+/// The interior depthwise block with explicit AVX-512: four 16-channel accumulators in named registers and
+/// fused multiply-adds. Written with intrinsics because the compiler spilled the generic version's
+/// accumulators to the stack and left the multiply and add unfused.
+///
+/// # Safety
+/// The CPU must support AVX-512F, and the conditions of [`depthwise_interior`] must hold.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn depthwise_interior_avx512(
+    x: &FeatureMap,
+    c: &PreparedConv,
+    g: Geometry,
+    oy: usize,
+    ox: usize,
+    c0: usize,
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::{_mm512_fmadd_ps, _mm512_loadu_ps, _mm512_storeu_ps};
+    const _: () = assert!(
+        PIXELS == 4 && LANES == 16,
+        "the AVX-512 kernel is written for 4 pixels x 16 lanes"
+    );
+    let (ch, k, s) = (c.out_channels, c.kernel, c.stride);
+    let step = s * ch;
+    // SAFETY (all pointer arithmetic and loads below): the caller guarantees every tap is inside the image
+    // and `c0 + 16 <= ch`; stores go to `out`, which holds PIXELS pixels of `ch` channels.
+    unsafe {
+        let bias = _mm512_loadu_ps(c.bias.as_ptr().add(c0));
+        let (mut a0, mut a1, mut a2, mut a3) = (bias, bias, bias, bias);
+        for ky in 0..k {
+            let row = x
+                .data
+                .as_ptr()
+                .add((oy * s + ky - g.pad_top) * x.width * ch + c0);
+            for kx in 0..k {
+                let w = _mm512_loadu_ps(c.weight.as_ptr().add((ky * k + kx) * ch + c0));
+                let p = row.add((ox * s + kx - g.pad_left) * ch);
+                a0 = _mm512_fmadd_ps(_mm512_loadu_ps(p), w, a0);
+                a1 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(step)), w, a1);
+                a2 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(2 * step)), w, a2);
+                a3 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(3 * step)), w, a3);
+            }
+        }
+        let dst = out.as_mut_ptr().add(c0);
+        _mm512_storeu_ps(dst, a0);
+        _mm512_storeu_ps(dst.add(ch), a1);
+        _mm512_storeu_ps(dst.add(2 * ch), a2);
+        _mm512_storeu_ps(dst.add(3 * ch), a3);
+    }
+    for p in 0..PIXELS {
+        apply(c.activation, &mut out[p * ch + c0..][..LANES]);
+    }
+}
+
 #[multiversion(targets(
     "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma",
     "x86_64+avx2+fma"
@@ -268,6 +325,10 @@ fn depthwise_rows(
     let (ch, k, s) = (c.out_channels, c.kernel, c.stride);
     let fused =
         multiversion::target::target_cfg_f!(any(target_feature = "fma", target_arch = "aarch64"));
+    let avx512 = multiversion::target::target_cfg_f!(all(
+        target_arch = "x86_64",
+        target_feature = "avx512f"
+    ));
     // The output range along one axis whose taps all fall inside the image.
     let inside = |pad: usize, size: usize, out: usize| {
         let first = pad.div_ceil(s);
@@ -288,9 +349,12 @@ fn depthwise_rows(
             let interior = row_inside && ox >= col_first && ox + PIXELS <= col_end;
             let mut c0 = 0;
             while c0 + LANES <= ch {
-                if interior {
-                    // SAFETY: `interior` means every tap of these pixels is inside `x`; the loop condition keeps
-                    // the channel block inside `ch`.
+                if interior && avx512 {
+                    // SAFETY: AVX-512F was detected; `interior` means every tap of these pixels is inside `x`
+                    // and the loop condition keeps the channel block inside `ch`.
+                    unsafe { depthwise_interior_avx512(x, c, g, oy, ox, c0, pixels) };
+                } else if interior {
+                    // SAFETY: as above, without the ISA requirement.
                     unsafe { depthwise_interior(x, c, g, oy, ox, c0, pixels, fused) };
                 } else {
                     depthwise_block::<LANES>(x, c, g, oy, ox, count, c0, pixels, fused);
@@ -308,7 +372,7 @@ fn depthwise_rows(
 /// A depthwise k x k convolution with bias and activation; weights `[ky][kx][channel]`.
 pub fn depthwise(x: &FeatureMap, c: &PreparedConv, padding: Padding, exec: Exec) -> FeatureMap {
     let g = geometry(x, c, padding);
-    let mut out = vec![0f32; g.out_h * g.out_w * c.out_channels];
+    let mut out = pool::take(g.out_h * g.out_w * c.out_channels);
     for_rows(&mut out, g.out_w * c.out_channels, exec, |row, rows| {
         depthwise_rows(x, c, g, row, rows)
     });
@@ -357,7 +421,14 @@ fn bias_activation_rows(
 const GEMM_ROWS: usize = 128;
 
 /// `out = x * weight` for rows of `k` inputs, then the epilogue, one block of [`GEMM_ROWS`] at a time.
-fn gemm_block(x: &[f32], k: usize, c: &PreparedConv, out: &mut [f32], residual: Option<&[f32]>) {
+fn gemm_block(
+    x: &[f32],
+    k: usize,
+    c: &PreparedConv,
+    out: &mut [f32],
+    residual: Option<&[f32]>,
+    parallelism: gemm::Parallelism,
+) {
     let n = c.out_channels;
     for (i, block) in out.chunks_mut(GEMM_ROWS * n).enumerate() {
         let m = block.len() / n;
@@ -384,7 +455,7 @@ fn gemm_block(x: &[f32], k: usize, c: &PreparedConv, out: &mut [f32], residual: 
                 false,
                 false,
                 false,
-                gemm::Parallelism::None,
+                parallelism,
             );
         }
         bias_activation_rows(
@@ -405,7 +476,7 @@ pub fn pointwise(
     exec: Exec,
 ) -> FeatureMap {
     let (m, k, n) = (x.height * x.width, c.in_channels, c.out_channels);
-    let mut out = vec![0f32; m * n];
+    let mut out = pool::take(m * n);
     let residual = residual.map(|r| r.data.as_slice());
     if exec.parallel && m > GEMM_ROWS {
         out.par_chunks_mut(GEMM_ROWS * n)
@@ -413,10 +484,23 @@ pub fn pointwise(
             .for_each(|(i, block)| {
                 let rows = block.len() / n;
                 let res = residual.map(|r| &r[i * GEMM_ROWS * n..][..rows * n]);
-                gemm_block(&x.data[i * GEMM_ROWS * k..][..rows * k], k, c, block, res);
+                gemm_block(
+                    &x.data[i * GEMM_ROWS * k..][..rows * k],
+                    k,
+                    c,
+                    block,
+                    res,
+                    gemm::Parallelism::None,
+                );
             });
     } else {
-        gemm_block(&x.data, k, c, &mut out, residual);
+        // Few pixels (late stages): split the output channels across threads inside the GEMM instead.
+        let parallelism = if exec.parallel {
+            gemm::Parallelism::Rayon(0)
+        } else {
+            gemm::Parallelism::None
+        };
+        gemm_block(&x.data, k, c, &mut out, residual, parallelism);
     }
     FeatureMap::new(out, x.height, x.width, n)
 }

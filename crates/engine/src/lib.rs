@@ -6,6 +6,7 @@ pub mod error;
 pub mod kernels;
 pub mod layers;
 pub mod model;
+pub mod pool;
 
 pub use error::{EngineError, Result};
 pub use kernels::FeatureMap;

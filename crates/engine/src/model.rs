@@ -6,6 +6,7 @@ use crate::kernels::{
     conv_dense, depthwise, global_average, linear, pointwise, squeeze_excite, Exec, FeatureMap,
 };
 use crate::layers::{prepare_conv, prepare_linear, PreparedConv, PreparedLinear};
+use crate::pool;
 use effnet_arch::{NetworkConfig, Padding, Plan};
 use effnet_weights::{LoadedWeights, Tensor};
 use rayon::prelude::*;
@@ -101,12 +102,21 @@ impl Engine {
                 self.padding,
                 exec,
             );
+            if let Some(e) = expanded {
+                pool::give(e.data);
+            }
             if let Some((reduce, expand)) = &b.se {
                 squeeze_excite(&mut y, reduce, expand, exec);
             }
-            x = pointwise(&y, &b.project, b.residual.then_some(&x), exec);
+            let out = pointwise(&y, &b.project, b.residual.then_some(&x), exec);
+            pool::give(y.data);
+            pool::give(std::mem::replace(&mut x, out).data);
         }
-        Ok(global_average(&pointwise(&x, &self.head, None, exec)))
+        let head = pointwise(&x, &self.head, None, exec);
+        pool::give(x.data);
+        let pooled = global_average(&head);
+        pool::give(head.data);
+        Ok(pooled)
     }
 
     /// The classifier applied to pooled features.
