@@ -369,13 +369,46 @@ fn depthwise_rows(
     }
 }
 
+/// Output widths below this run on a zero-padded copy of the input, so every full block of pixels takes the
+/// check-free interior path; on wider maps the border is a small share and the copy would cost more.
+const PAD_COPY_BELOW: usize = 32;
+
+/// `x` with the convolution's zero padding added around it (a pooled buffer; give it back when done).
+fn zero_padded(x: &FeatureMap, c: &PreparedConv, g: Geometry) -> FeatureMap {
+    let height = ((g.out_h - 1) * c.stride + c.kernel).max(g.pad_top + x.height);
+    let width = ((g.out_w - 1) * c.stride + c.kernel).max(g.pad_left + x.width);
+    let ch = x.channels;
+    let mut data = pool::take(height * width * ch);
+    data.fill(0.0);
+    for y in 0..x.height {
+        let dst = ((y + g.pad_top) * width + g.pad_left) * ch;
+        data[dst..dst + x.width * ch]
+            .copy_from_slice(&x.data[y * x.width * ch..(y + 1) * x.width * ch]);
+    }
+    FeatureMap::new(data, height, width, ch)
+}
+
 /// A depthwise k x k convolution with bias and activation; weights `[ky][kx][channel]`.
 pub fn depthwise(x: &FeatureMap, c: &PreparedConv, padding: Padding, exec: Exec) -> FeatureMap {
     let g = geometry(x, c, padding);
     let mut out = pool::take(g.out_h * g.out_w * c.out_channels);
-    for_rows(&mut out, g.out_w * c.out_channels, exec, |row, rows| {
-        depthwise_rows(x, c, g, row, rows)
-    });
+    let row_len = g.out_w * c.out_channels;
+    if g.out_w < PAD_COPY_BELOW {
+        let padded = zero_padded(x, c, g);
+        let inner = Geometry {
+            pad_top: 0,
+            pad_left: 0,
+            ..g
+        };
+        for_rows(&mut out, row_len, exec, |row, rows| {
+            depthwise_rows(&padded, c, inner, row, rows)
+        });
+        pool::give(padded.data);
+    } else {
+        for_rows(&mut out, row_len, exec, |row, rows| {
+            depthwise_rows(x, c, g, row, rows)
+        });
+    }
     FeatureMap::new(out, g.out_h, g.out_w, c.out_channels)
 }
 
