@@ -424,7 +424,7 @@ impl Machine<'_, '_> {
 }
 
 fn pairs(items: Vec<Value>) -> Result<Vec<(Value, Value)>, PickleError> {
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         return err("odd number of dict items");
     }
     let mut out = Vec::with_capacity(items.len() / 2);
