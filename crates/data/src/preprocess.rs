@@ -81,14 +81,14 @@ pub fn decode(path: &Path) -> Result<RgbImage, DataError> {
 /// Crops, resizes to `resolution` x `resolution` and normalises.
 pub fn preprocess(img: &RgbImage, pre: &Preprocessing, resolution: u32) -> NormalizedImage {
     let window = crop_window(img.width(), img.height(), pre.crop_pct);
-    let source: Vec<f32> = img.as_raw().iter().map(|&v| f32::from(v)).collect();
-    let src = Image::from_vec_u8(
-        img.width(),
-        img.height(),
-        f32_bytes(&source),
-        PixelType::F32x3,
-    )
-    .expect("buffer size matches the image");
+    // Resized in f32 (as TF does): the resizer takes the pixels as native-endian f32 bytes.
+    let bytes: Vec<u8> = img
+        .as_raw()
+        .iter()
+        .flat_map(|&v| f32::from(v).to_ne_bytes())
+        .collect();
+    let src = Image::from_vec_u8(img.width(), img.height(), bytes, PixelType::F32x3)
+        .expect("buffer size matches the image");
     let mut dst = Image::new(resolution, resolution, PixelType::F32x3);
     let filter = match pre.interpolation {
         Interpolation::Bicubic => FilterType::CatmullRom,
@@ -119,10 +119,6 @@ pub fn preprocess(img: &RgbImage, pre: &Preprocessing, resolution: u32) -> Norma
         height: resolution as usize,
         width: resolution as usize,
     }
-}
-
-fn f32_bytes(values: &[f32]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_ne_bytes()).collect()
 }
 
 /// Decodes and preprocesses one file.

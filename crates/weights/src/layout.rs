@@ -177,14 +177,30 @@ impl Layout {
         }
     }
 
-    /// Converts a tensor stored in this layout to the canonical one.
-    pub fn to_canonical(&self, p: &Param, t: Tensor) -> Tensor {
+    /// The axis order that turns this layout's tensor for `p` into the canonical one (`None`: already canonical).
+    fn permutation(&self, p: &Param) -> Option<&'static [usize]> {
         match (self, p.field, p.layer.op) {
             (Layout::Tf { .. }, Field::Weight, LayerOp::Conv(c)) if c.is_depthwise() => {
-                t.permute(&[2, 3, 0, 1])
+                Some(&[2, 3, 0, 1])
             }
-            (Layout::Tf { .. }, Field::Weight, LayerOp::Conv(_)) => t.permute(&[3, 2, 0, 1]),
-            (Layout::Tf { .. }, Field::Weight, LayerOp::Linear(_)) => t.permute(&[1, 0]),
+            (Layout::Tf { .. }, Field::Weight, LayerOp::Conv(_)) => Some(&[3, 2, 0, 1]),
+            (Layout::Tf { .. }, Field::Weight, LayerOp::Linear(_)) => Some(&[1, 0]),
+            _ => None,
+        }
+    }
+
+    /// The canonical shape of a tensor stored in this layout with `shape` (no data is touched).
+    pub fn canonical_shape(&self, p: &Param, shape: &[usize]) -> Vec<usize> {
+        match self.permutation(p) {
+            Some(order) if order.len() == shape.len() => order.iter().map(|&a| shape[a]).collect(),
+            _ => shape.to_vec(),
+        }
+    }
+
+    /// Converts a tensor stored in this layout to the canonical one.
+    pub fn to_canonical(&self, p: &Param, t: Tensor) -> Tensor {
+        match self.permutation(p) {
+            Some(order) if order.len() == t.shape.len() => t.permute(order),
             _ => t,
         }
     }

@@ -100,7 +100,7 @@ fn misfit(plan: &Plan, layout: &Layout, tensors: &BTreeMap<String, Tensor>) -> O
                 plan.config.name
             )),
             Some(t) => {
-                let shape = layout.to_canonical(p, t.clone()).shape;
+                let shape = layout.canonical_shape(p, &t.shape);
                 (shape != p.shape).then(|| {
                     format!(
                         "tensor `{key}` has shape {shape:?} but {} needs {:?} ({})",
@@ -118,8 +118,7 @@ fn file_classes(layout: &Layout, tensors: &BTreeMap<String, Tensor>, probe: &Pla
         .into_iter()
         .find(|p: &Param| p.name == "classifier.weight")?;
     let t = tensors.get(&layout.key(probe, &p))?;
-    let canonical = layout.to_canonical(&p, t.clone());
-    u32::try_from(canonical.shape[0]).ok()
+    u32::try_from(*layout.canonical_shape(&p, &t.shape).first()?).ok()
 }
 
 /// The named variants (with the file's class count) these tensors fit.
