@@ -99,24 +99,39 @@ impl InputArgs {
             bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
         }
         for chunk in files.chunks(self.batch) {
-            let outcomes: Vec<ImageOutcome> = chunk
+            // Decode in parallel; the engine chooses how to thread the batch it is given.
+            let decoded: Vec<Result<FeatureMap>> = chunk
                 .par_iter()
                 .map(|file| {
-                    let features = load_image(file, &pre, resolution)
-                        .map_err(anyhow::Error::from)
-                        .and_then(|img| {
-                            Ok(engine
-                                .features(&FeatureMap::new(img.data, img.height, img.width, 3))?)
-                        });
-                    ImageOutcome {
-                        file: file.clone(),
-                        features,
-                    }
+                    let img = load_image(file, &pre, resolution)?;
+                    Ok(FeatureMap::new(img.data, img.height, img.width, 3))
                 })
                 .collect();
-            for outcome in outcomes {
+            let mut images = Vec::new();
+            let slots: Vec<Result<usize>> = decoded
+                .into_iter()
+                .map(|d| {
+                    d.map(|image| {
+                        images.push(image);
+                        images.len() - 1
+                    })
+                })
+                .collect();
+            let mut features: Vec<Option<effnet_engine::Result<Vec<f32>>>> = engine
+                .features_batch(&images)
+                .into_iter()
+                .map(Some)
+                .collect();
+            for (file, slot) in chunk.iter().zip(slots) {
+                let features =
+                    slot.and_then(|i| Ok(features[i].take().expect("one result per image")?));
                 bar.inc(1);
-                bar.suspend(|| each(outcome))?;
+                bar.suspend(|| {
+                    each(ImageOutcome {
+                        file: file.clone(),
+                        features,
+                    })
+                })?;
             }
         }
         bar.finish_and_clear();

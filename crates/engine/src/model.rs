@@ -86,7 +86,7 @@ impl Engine {
     }
 
     /// Pooled features, splitting the image's work across the rayon pool when `exec.parallel`.
-    pub fn features_with(&self, image: &FeatureMap, exec: Exec) -> Result<Vec<f32>> {
+    fn features_with(&self, image: &FeatureMap, exec: Exec) -> Result<Vec<f32>> {
         if image.channels != 3 || image.height == 0 || image.width == 0 {
             return Err(EngineError::BadInput(format!(
                 "expected a non-empty RGB image, got {}x{}x{}",
@@ -129,17 +129,28 @@ impl Engine {
         Ok(self.classify(&self.features(image)?))
     }
 
-    /// Logits of several images on the current rayon pool: images in parallel when there are at least as
-    /// many as threads, otherwise one image at a time with its work split across the threads.
-    pub fn logits_batch(&self, images: &[FeatureMap]) -> Vec<Result<Vec<f32>>> {
+    /// Pooled features of several images on the current rayon pool: images in parallel when there are at
+    /// least as many as threads, otherwise one image at a time with its work split across the threads.
+    pub fn features_batch(&self, images: &[FeatureMap]) -> Vec<Result<Vec<f32>>> {
         if images.len() >= rayon::current_num_threads() {
-            images.par_iter().map(|image| self.logits(image)).collect()
+            images
+                .par_iter()
+                .map(|image| self.features(image))
+                .collect()
         } else {
             let exec = Exec { parallel: true };
             images
                 .iter()
-                .map(|image| Ok(self.classify(&self.features_with(image, exec)?)))
+                .map(|image| self.features_with(image, exec))
                 .collect()
         }
+    }
+
+    /// Logits of several images, threaded as [`Engine::features_batch`].
+    pub fn logits_batch(&self, images: &[FeatureMap]) -> Vec<Result<Vec<f32>>> {
+        self.features_batch(images)
+            .into_iter()
+            .map(|f| f.map(|f| self.classify(&f)))
+            .collect()
     }
 }
