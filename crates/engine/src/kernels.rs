@@ -50,15 +50,36 @@ pub struct Exec {
 /// Output rows per parallel task.
 const ROWS_PER_TASK: usize = 2;
 
-/// Runs `f(first_row, rows)` over `out` (rows of `row_len` elements), split across threads if asked.
-fn for_rows(out: &mut [f32], row_len: usize, exec: Exec, f: impl Fn(usize, &mut [f32]) + Sync) {
-    if exec.parallel && out.len() > row_len * ROWS_PER_TASK {
-        out.par_chunks_mut(row_len * ROWS_PER_TASK)
+/// Runs `f(index, chunk)` over consecutive `chunk_len`-element chunks of `out`, on the rayon pool if asked.
+fn for_chunks(
+    out: &mut [f32],
+    chunk_len: usize,
+    parallel: bool,
+    f: impl Fn(usize, &mut [f32]) + Sync,
+) {
+    if parallel {
+        out.par_chunks_mut(chunk_len)
             .enumerate()
-            .for_each(|(i, rows)| f(i * ROWS_PER_TASK, rows));
+            .for_each(|(i, chunk)| f(i, chunk));
     } else {
-        f(0, out);
+        out.chunks_mut(chunk_len)
+            .enumerate()
+            .for_each(|(i, chunk)| f(i, chunk));
     }
+}
+
+/// Runs `f(first_row, rows)` over `out` (rows of `row_len` elements): in [`ROWS_PER_TASK`]-row tasks across
+/// threads if asked, else in one call.
+fn for_rows(out: &mut [f32], row_len: usize, exec: Exec, f: impl Fn(usize, &mut [f32]) + Sync) {
+    let rows = out.len() / row_len.max(1);
+    let per_task = if exec.parallel && rows > ROWS_PER_TASK {
+        ROWS_PER_TASK
+    } else {
+        rows.max(1)
+    };
+    for_chunks(out, row_len * per_task, per_task < rows, |i, chunk| {
+        f(i * per_task, chunk)
+    });
 }
 
 /// Output size and leading padding of a convolution on an input.
@@ -129,15 +150,7 @@ pub fn conv_dense(x: &FeatureMap, c: &PreparedConv, padding: Padding, exec: Exec
         gemm_block(&patches, patch, c, out_block, None, gemm::Parallelism::None);
         pool::give(patches);
     };
-    if exec.parallel {
-        out.par_chunks_mut(GEMM_ROWS * n)
-            .enumerate()
-            .for_each(|(i, b)| block(i, b));
-    } else {
-        out.chunks_mut(GEMM_ROWS * n)
-            .enumerate()
-            .for_each(|(i, b)| block(i, b));
-    }
+    for_chunks(&mut out, GEMM_ROWS * n, exec.parallel, block);
     FeatureMap::new(out, g.out_h, g.out_w, n)
 }
 
@@ -512,20 +525,18 @@ pub fn pointwise(
     let mut out = pool::take(m * n);
     let residual = residual.map(|r| r.data.as_slice());
     if exec.parallel && m > GEMM_ROWS {
-        out.par_chunks_mut(GEMM_ROWS * n)
-            .enumerate()
-            .for_each(|(i, block)| {
-                let rows = block.len() / n;
-                let res = residual.map(|r| &r[i * GEMM_ROWS * n..][..rows * n]);
-                gemm_block(
-                    &x.data[i * GEMM_ROWS * k..][..rows * k],
-                    k,
-                    c,
-                    block,
-                    res,
-                    gemm::Parallelism::None,
-                );
-            });
+        for_chunks(&mut out, GEMM_ROWS * n, true, |i, block| {
+            let rows = block.len() / n;
+            let res = residual.map(|r| &r[i * GEMM_ROWS * n..][..rows * n]);
+            gemm_block(
+                &x.data[i * GEMM_ROWS * k..][..rows * k],
+                k,
+                c,
+                block,
+                res,
+                gemm::Parallelism::None,
+            );
+        });
     } else {
         // Few pixels (late stages): split the output channels across threads inside the GEMM instead.
         let parallelism = if exec.parallel {
