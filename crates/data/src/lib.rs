@@ -1,11 +1,19 @@
 //! The input pipeline: decode an image file (JPEG, PNG, BMP, TIFF, WebP; grayscale, RGBA and 16-bit too,
 //! EXIF orientation applied), centre-crop it the way TF's EfficientNet evaluation does, resize it with a
-//! SIMD Catmull-Rom bicubic or bilinear filter, and normalise it with the weights' mean and std.
+//! SIMD Catmull-Rom bicubic or bilinear filter, and normalise it with the weights' mean and std. Also
+//! labelled image folders with a seeded split, and the training augmentation.
 
+pub mod augment;
 pub mod files;
+pub mod folder;
 pub mod labels;
+pub mod patches;
 pub mod preprocess;
 
 pub use files::{image_files, DataError};
+pub use folder::{ImageFolder, Sample};
 pub use labels::imagenet_labels;
-pub use preprocess::{crop_window, decode, load_image, preprocess, CropWindow, NormalizedImage};
+pub use preprocess::{
+    crop_window, decode, load_image, normalize, preprocess, resize_region, CropWindow,
+    NormalizedImage, Region,
+};

@@ -78,6 +78,80 @@ pub fn decode(path: &Path) -> Result<RgbImage, DataError> {
     Ok(img.to_rgb8())
 }
 
+/// A rectangle of the source image in pixels (fractional edges allowed: the resizer samples them).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Region {
+    /// Left edge.
+    pub left: f64,
+    /// Top edge.
+    pub top: f64,
+    /// Width.
+    pub width: f64,
+    /// Height.
+    pub height: f64,
+}
+
+impl From<CropWindow> for Region {
+    fn from(w: CropWindow) -> Self {
+        Self {
+            left: f64::from(w.left),
+            top: f64::from(w.top),
+            width: f64::from(w.width),
+            height: f64::from(w.height),
+        }
+    }
+}
+
+fn resize_options(region: Region, interpolation: Interpolation) -> ResizeOptions {
+    let filter = match interpolation {
+        Interpolation::Bicubic => FilterType::CatmullRom,
+        Interpolation::Bilinear => FilterType::Bilinear,
+    };
+    ResizeOptions::new()
+        .crop(region.left, region.top, region.width, region.height)
+        .resize_alg(ResizeAlg::Convolution(filter))
+}
+
+/// Resizes `region` of `img` to `resolution` x `resolution` in 8 bits (the training path, where
+/// augmentation works on bytes as TF's does).
+pub fn resize_region(
+    img: &RgbImage,
+    region: Region,
+    interpolation: Interpolation,
+    resolution: u32,
+) -> RgbImage {
+    let src = Image::from_vec_u8(
+        img.width(),
+        img.height(),
+        img.as_raw().clone(),
+        PixelType::U8x3,
+    )
+    .expect("buffer size matches the image");
+    let mut dst = Image::new(resolution, resolution, PixelType::U8x3);
+    Resizer::new()
+        .resize(&src, &mut dst, &resize_options(region, interpolation))
+        .expect("pixel types match");
+    RgbImage::from_raw(resolution, resolution, dst.into_vec()).expect("buffer size matches")
+}
+
+/// `(pixel / 255 - mean) / std` of an 8-bit image.
+pub fn normalize(img: &RgbImage, pre: &Preprocessing) -> NormalizedImage {
+    let data = img
+        .as_raw()
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let c = i % 3;
+            (f32::from(v) / 255.0 - pre.mean[c]) / pre.std[c]
+        })
+        .collect();
+    NormalizedImage {
+        data,
+        height: img.height() as usize,
+        width: img.width() as usize,
+    }
+}
+
 /// Crops, resizes to `resolution` x `resolution` and normalises.
 pub fn preprocess(img: &RgbImage, pre: &Preprocessing, resolution: u32) -> NormalizedImage {
     let window = crop_window(img.width(), img.height(), pre.crop_pct);
@@ -90,20 +164,12 @@ pub fn preprocess(img: &RgbImage, pre: &Preprocessing, resolution: u32) -> Norma
     let src = Image::from_vec_u8(img.width(), img.height(), bytes, PixelType::F32x3)
         .expect("buffer size matches the image");
     let mut dst = Image::new(resolution, resolution, PixelType::F32x3);
-    let filter = match pre.interpolation {
-        Interpolation::Bicubic => FilterType::CatmullRom,
-        Interpolation::Bilinear => FilterType::Bilinear,
-    };
-    let options = ResizeOptions::new()
-        .crop(
-            f64::from(window.left),
-            f64::from(window.top),
-            f64::from(window.width),
-            f64::from(window.height),
-        )
-        .resize_alg(ResizeAlg::Convolution(filter));
     Resizer::new()
-        .resize(&src, &mut dst, &options)
+        .resize(
+            &src,
+            &mut dst,
+            &resize_options(window.into(), pre.interpolation),
+        )
         .expect("pixel types match");
     let data = dst
         .buffer()

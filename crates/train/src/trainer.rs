@@ -1,0 +1,499 @@
+//! The training loop: builds the network (pretrained backbone with a new classifier, from-scratch
+//! initialisation, or the checkpoint of a run being resumed), trains epoch by epoch with the configured
+//! recipe, evaluates on the validation images through the inference engine, and commits a checkpoint
+//! after every epoch.
+
+use crate::batches::{Batch, TrainLoader};
+use crate::config::TrainConfig;
+use crate::ema::Ema;
+use crate::error::{Result, TrainError};
+use crate::evaluate::{evaluate, Evaluation};
+use crate::init::{initial_weights, new_classifier};
+use crate::model::{EfficientNet, Tensors};
+use crate::run::{Checkpoint, EpochRecord, RunDir, RunState};
+use crate::schedule::Schedule;
+use burn::module::Module;
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::{activation, Bytes, Device, Tensor, TensorData};
+use effnet_arch::{resolve, Plan};
+use effnet_data::augment::{Augment, RandAugment};
+use effnet_data::{ImageFolder, Sample};
+use effnet_engine::Engine;
+use effnet_weights::safetensors_io::read_safetensors;
+use effnet_weights::{load, LoadOptions, Provenance, WeightMetadata};
+use std::path::Path;
+use std::time::Instant;
+
+/// Progress of the current epoch, reported after every step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepProgress {
+    /// Steps done in this epoch.
+    pub step: usize,
+    /// Steps in the epoch.
+    pub steps: usize,
+    /// Mean loss over the epoch so far.
+    pub loss: f64,
+    /// Accuracy over the epoch so far.
+    pub accuracy: f64,
+    /// Training images per second so far.
+    pub images_per_sec: f64,
+    /// Current learning rate.
+    pub lr: f64,
+}
+
+/// Hears about a run's progress (the command line draws progress bars from it).
+pub trait Observer: Sync {
+    /// An epoch begins.
+    fn epoch_started(&self, _epoch: usize, _epochs: usize, _steps: usize) {}
+    /// A step finished.
+    fn step_finished(&self, _progress: &StepProgress) {}
+    /// An epoch finished and its checkpoint is committed.
+    fn epoch_finished(&self, _record: &EpochRecord, _state: &RunState, _evaluation: &Evaluation) {}
+    /// An image could not be read and is left out of the run (reported once per file).
+    fn image_skipped(&self, _path: &Path, _reason: &str) {}
+}
+
+/// An observer that ignores everything.
+pub struct Silent;
+
+impl Observer for Silent {}
+
+/// Training and validation images with their classes.
+pub struct Datasets {
+    /// Training images.
+    pub train: ImageFolder,
+    /// Validation images (same classes).
+    pub val: ImageFolder,
+}
+
+impl Datasets {
+    /// The training folder and either the validation folder or a seeded split of the training one.
+    pub fn open(config: &TrainConfig) -> Result<Self> {
+        let all = ImageFolder::open(&config.data).map_err(data_error)?;
+        match &config.val {
+            Some(val) => {
+                let val = ImageFolder::open(val).map_err(data_error)?;
+                all.check_same_classes(&val).map_err(data_error)?;
+                Ok(Self { train: all, val })
+            }
+            None => {
+                let (train, val) = all.split(config.val_fraction, config.seed);
+                if val.samples.is_empty() {
+                    return Err(TrainError::data(
+                        &config.data,
+                        "too few images to hold any out for validation; give a --val folder",
+                    ));
+                }
+                Ok(Self { train, val })
+            }
+        }
+    }
+}
+
+fn data_error(e: effnet_data::DataError) -> TrainError {
+    match e {
+        effnet_data::DataError::Image { path, reason }
+        | effnet_data::DataError::Input { path, reason } => TrainError::data(path, reason),
+    }
+}
+
+/// The network a run starts from: its plan at the training resolution, the weights, and their metadata.
+struct Start {
+    plan: Plan,
+    tensors: Tensors,
+    metadata: WeightMetadata,
+}
+
+fn start_from_config(config: &TrainConfig, classes: &[String]) -> Result<Start> {
+    let (mut network, mut tensors, provenance) = match &config.weights {
+        Some(path) => {
+            let options = LoadOptions {
+                model: config.network.clone(),
+                ..LoadOptions::default()
+            };
+            let loaded = load(path, &options)?;
+            let provenance = Provenance {
+                source: format!("fine-tuned by effnet train from {}", path.display()),
+                license: loaded.provenance.license.clone(),
+                source_sha256: effnet_weights::load::sha256_file(path)?,
+            };
+            (loaded.config, Some(loaded.tensors), provenance)
+        }
+        None => {
+            let network = config.network.clone().ok_or_else(|| {
+                TrainError::Options("training from scratch needs a model (--model)".into())
+            })?;
+            let provenance = Provenance {
+                source: "trained from scratch by effnet train".into(),
+                ..Provenance::default()
+            };
+            (network, None, provenance)
+        }
+    };
+    network.num_classes = classes.len() as u32;
+    network.resolution = config.img_size;
+    let plan = resolve(&network)?;
+    let tensors = match tensors.take() {
+        Some(mut pretrained) => {
+            new_classifier(&plan, &mut pretrained, config.seed);
+            pretrained
+        }
+        None => initial_weights(&plan, config.seed),
+    };
+    Ok(Start {
+        metadata: WeightMetadata {
+            config: network,
+            labels: classes.to_vec(),
+            provenance,
+        },
+        plan,
+        tensors,
+    })
+}
+
+fn start_from_checkpoint(
+    run: &RunDir,
+    state: &RunState,
+    classes: &[String],
+) -> Result<(Start, Checkpoint)> {
+    let checkpoint = run.read_checkpoint(state)?;
+    let last = run.last_path();
+    let contents = read_safetensors(&last)?;
+    let metadata = WeightMetadata::from_map(&last, &contents.metadata)?
+        .ok_or_else(|| TrainError::run(&last, "has no effnet metadata"))?;
+    if metadata.labels != classes {
+        return Err(TrainError::run(
+            &run.root,
+            format!(
+                "the run was trained on classes [{}], but the data now has [{}]",
+                metadata.labels.join(", "),
+                classes.join(", ")
+            ),
+        ));
+    }
+    let plan = resolve(&metadata.config)?;
+    Ok((
+        Start {
+            plan,
+            tensors: checkpoint.model.clone(),
+            metadata,
+        },
+        checkpoint,
+    ))
+}
+
+fn smoothed_cross_entropy(logits: Tensor<2>, labels: &[usize], smoothing: f64) -> Tensor<1> {
+    let [n, classes] = logits.dims();
+    let off = smoothing / classes as f64;
+    let mut target = vec![off as f32; n * classes];
+    for (i, &label) in labels.iter().enumerate() {
+        target[i * classes + label] += (1.0 - smoothing) as f32;
+    }
+    let target = Tensor::<2>::from_data(TensorData::new(target, [n, classes]), &logits.device());
+    let log_p = activation::log_softmax(logits, 1);
+    (log_p * target).sum_dim(1).mean().neg()
+}
+
+fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec()
+        .expect("converted to f32")
+}
+
+fn correct(logits: &[f32], labels: &[usize]) -> usize {
+    let classes = logits.len() / labels.len().max(1);
+    logits
+        .chunks(classes)
+        .zip(labels)
+        .filter(|(row, &label)| {
+            let best = row
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map_or(0, |(i, _)| i);
+            best == label
+        })
+        .count()
+}
+
+/// One optimizer step on `batch`; returns the updated model, the loss and the number of correct images.
+fn train_step(
+    model: EfficientNet,
+    optimizer: &mut ModuleOptimizer,
+    batch: Batch,
+    lr: f64,
+    smoothing: f64,
+    device: &Device,
+) -> (EfficientNet, f64, usize) {
+    let n = batch.len();
+    let x = Tensor::<4>::from_data(
+        TensorData::new(batch.images, [n, 3, batch.size, batch.size]),
+        device,
+    );
+    let logits = model.forward(x);
+    let hits = correct(&host(logits.clone().detach()), &batch.labels);
+    let loss = smoothed_cross_entropy(logits, &batch.labels, smoothing);
+    let loss_value = f64::from(host(loss.clone().detach())[0]);
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    (optimizer.step(lr, model, grads), loss_value, hits)
+}
+
+/// The training device: burn's flex CPU backend with autodiff.
+pub fn training_device() -> Device {
+    Device::flex().autodiff()
+}
+
+/// Times `steps` training steps (forward, backward, optimizer) of `plan` at `batch` images on random data,
+/// after one warm-up step; returns the median seconds per step.
+pub fn time_train_steps(plan: &Plan, batch: usize, steps: usize) -> Result<f64> {
+    let device = training_device();
+    let tensors = initial_weights(plan, 0);
+    let mut model = EfficientNet::new(plan, &tensors, &device)?;
+    let mut optimizer = crate::optim::OptimizerKind::Rmsprop.init(1e-5);
+    let size = plan.config.resolution as usize;
+    let labels: Vec<usize> = (0..batch)
+        .map(|i| i % plan.config.num_classes as usize)
+        .collect();
+    let images: Vec<f32> = (0..batch * 3 * size * size)
+        .map(|i| ((i * 7919) % 255) as f32 / 127.5 - 1.0)
+        .collect();
+    let mut times = Vec::new();
+    for i in 0..=steps {
+        let b = Batch {
+            images: images.clone(),
+            labels: labels.clone(),
+            size,
+        };
+        let t = Instant::now();
+        let (m, _, _) = train_step(model, &mut optimizer, b, 1e-3, 0.1, &device);
+        model = m;
+        if i > 0 {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+fn evaluation_weights(model: &EfficientNet, ema: Option<&Ema>) -> Tensors {
+    match ema {
+        Some(ema) => ema.model.export(),
+        None => model.valid().export(),
+    }
+}
+
+/// Runs (or, with `resume`, continues) the training run in `run` and returns its final state.
+///
+/// A new run writes `config` to the run folder; a resumed run reads its settings from there, and only
+/// `config.epochs` (to extend the run) is taken from the caller.
+pub fn train(
+    run: &RunDir,
+    config: TrainConfig,
+    resume: bool,
+    observer: &dyn Observer,
+) -> Result<RunState> {
+    let (config, mut state) = if resume {
+        let mut saved = run.read_config()?;
+        if config.epochs != saved.epochs {
+            saved.epochs = config.epochs;
+            run.write_config(&saved)?;
+        }
+        let state = run.read_state()?;
+        (saved, state)
+    } else {
+        (config, RunState::default())
+    };
+    validate(&config)?;
+    let data = Datasets::open(&config)?;
+    let classes = data.train.classes.clone();
+    let (start, checkpoint) = if state.epoch > 0 {
+        let (start, checkpoint) = start_from_checkpoint(run, &state, &classes)?;
+        (start, Some(checkpoint))
+    } else {
+        (start_from_config(&config, &classes)?, None)
+    };
+    if !resume {
+        run.create(&config)?;
+    }
+    let device = training_device();
+    let mut model = EfficientNet::new(&start.plan, &start.tensors, &device)?;
+    let mut optimizer = config.optimizer.init(config.weight_decay);
+    let mut ema = config
+        .ema
+        .map(|decay| Ema::new(&model, decay, state.ema_updates));
+    if let Some(checkpoint) = checkpoint {
+        optimizer = optimizer
+            .from_bytes(Bytes::from_bytes_vec(checkpoint.optimizer))
+            .map_err(|e| {
+                TrainError::run(
+                    &run.root,
+                    format!("the optimizer state is unreadable: {e:?}"),
+                )
+            })?;
+        if let (Some(ema), Some(tensors)) = (ema.as_mut(), checkpoint.ema.as_ref()) {
+            ema.model = EfficientNet::new(&start.plan, tensors, &Device::flex())?;
+        }
+    }
+    let preprocessing = start.metadata.config.preprocessing.clone();
+    let augment = Augment {
+        scale: (config.min_crop, 1.0),
+        flip: config.flip,
+        rand_augment: config.rand_augment.map(|r| RandAugment { n: r.n, m: r.m }),
+        ..Augment::default()
+    };
+    let loader = TrainLoader::new(
+        data.train.samples.clone(),
+        augment,
+        preprocessing.clone(),
+        config.img_size,
+        config.batch,
+        config.seed,
+        config.workers,
+    );
+    let schedule = Schedule {
+        base_lr: config.lr,
+        warmup_epochs: config.warmup_epochs,
+        decay: config.decay,
+        steps_per_epoch: loader.steps_per_epoch(),
+        epochs: config.epochs,
+    };
+    let on_skip = |path: &std::path::PathBuf, reason: &str| observer.image_skipped(path, reason);
+    for epoch in state.epoch + 1..=config.epochs {
+        let started = Instant::now();
+        device.seed(config.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        model = model.with_frozen_backbone(epoch <= config.freeze_epochs);
+        observer.epoch_started(epoch, config.epochs, schedule.steps_per_epoch);
+        let (mut loss_sum, mut hits, mut seen, mut steps, mut lr) =
+            (0.0, 0usize, 0usize, 0usize, 0.0);
+        let mut current = Some(model);
+        loader.for_each_batch(epoch, &on_skip, |batch| -> Result<()> {
+            lr = schedule.lr(state.step);
+            let n = batch.len();
+            let (m, loss, h) = train_step(
+                current.take().expect("the model is put back after every step"),
+                &mut optimizer,
+                batch,
+                lr,
+                config.label_smoothing,
+                &device,
+            );
+            if !loss.is_finite() {
+                return Err(TrainError::Options(format!(
+                    "the loss became {loss} at epoch {epoch}, step {}; lower the learning rate (--lr)",
+                    steps + 1
+                )));
+            }
+            if let Some(ema) = ema.as_mut() {
+                ema.update(&m);
+            }
+            current = Some(m);
+            state.step += 1;
+            steps += 1;
+            loss_sum += loss * n as f64;
+            hits += h;
+            seen += n;
+            observer.step_finished(&StepProgress {
+                step: steps,
+                steps: schedule.steps_per_epoch,
+                loss: loss_sum / seen as f64,
+                accuracy: hits as f64 / seen as f64,
+                images_per_sec: seen as f64 / started.elapsed().as_secs_f64(),
+                lr,
+            });
+            Ok(())
+        })?;
+        model = current.expect("the model is put back after every step");
+        let train_seconds = started.elapsed().as_secs_f64();
+        let weights = evaluation_weights(&model, ema.as_ref());
+        let engine = Engine::new(&start.plan, &weights);
+        let evaluation = evaluate(
+            &engine,
+            &data.val.samples,
+            &classes,
+            &preprocessing,
+            config.img_size,
+        );
+        for (path, reason) in &evaluation.skipped {
+            observer.image_skipped(path, reason);
+        }
+        let record = EpochRecord {
+            epoch,
+            train_loss: loss_sum / seen.max(1) as f64,
+            train_accuracy: hits as f64 / seen.max(1) as f64,
+            val_loss: evaluation.loss,
+            val_accuracy: evaluation.accuracy,
+            val_top5: evaluation.top5,
+            lr,
+            images_per_sec: seen as f64 / train_seconds,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        state.epoch = epoch;
+        state.ema_updates = ema.as_ref().map_or(0, |e| e.updates);
+        state.records.push(record.clone());
+        let improved = state.best_epoch == 0 || evaluation.accuracy > state.best_accuracy;
+        if improved {
+            state.best_accuracy = evaluation.accuracy;
+            state.best_epoch = epoch;
+        }
+        let mut metadata = start.metadata.clone();
+        metadata.provenance.source =
+            format!("{} (epoch {epoch})", start.metadata.provenance.source);
+        if improved {
+            run.write_weights(&run.best_path(), &weights, &metadata)?;
+        }
+        run.write_weights(&run.last_path(), &weights, &metadata)?;
+        let optimizer_bytes = optimizer.into_bytes().map_err(|e| {
+            TrainError::run(
+                &run.root,
+                format!("cannot encode the optimizer state: {e:?}"),
+            )
+        })?;
+        let checkpoint = Checkpoint {
+            model: model.valid().export(),
+            ema: ema.as_ref().map(|e| e.model.export()),
+            optimizer: optimizer_bytes.to_vec(),
+        };
+        run.commit(&state, &checkpoint, &metadata)?;
+        observer.epoch_finished(&record, &state, &evaluation);
+    }
+    Ok(state)
+}
+
+fn validate(config: &TrainConfig) -> Result<()> {
+    let checks = [
+        (config.epochs == 0, "--epochs must be at least 1"),
+        (config.batch == 0, "--batch must be at least 1"),
+        (config.img_size < 16, "--img-size must be at least 16"),
+        (
+            !(config.lr > 0.0 && config.lr.is_finite()),
+            "--lr must be positive",
+        ),
+        (
+            !(0.0..1.0).contains(&config.label_smoothing),
+            "--label-smoothing must be in [0, 1)",
+        ),
+        (
+            !(0.0..1.0).contains(&config.val_fraction),
+            "--val-fraction must be in [0, 1)",
+        ),
+        (
+            !(config.min_crop > 0.0 && config.min_crop <= 1.0),
+            "--min-crop must be in (0, 1]",
+        ),
+        (
+            config.ema.is_some_and(|d| !(0.0..1.0).contains(&d)),
+            "--ema must be in [0, 1)",
+        ),
+    ];
+    match checks.iter().find(|(bad, _)| *bad) {
+        Some((_, message)) => Err(TrainError::Options((*message).into())),
+        None => Ok(()),
+    }
+}
+
+/// The samples of a labelled folder and its classes, for evaluation.
+pub fn labelled_images(dir: &Path) -> Result<(Vec<Sample>, Vec<String>)> {
+    let folder = ImageFolder::open(dir).map_err(data_error)?;
+    Ok((folder.samples, folder.classes))
+}
