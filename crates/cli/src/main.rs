@@ -11,7 +11,8 @@ mod weights_args;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
-/// EfficientNet and compound model scaling: architecture, exact accounting, budget solver.
+/// EfficientNet and compound model scaling: architecture, exact accounting, budget solver, inference,
+/// training.
 #[derive(Debug, Parser)]
 #[command(name = "effnet", version, about)]
 struct Cli {
@@ -41,6 +42,12 @@ enum Command {
     Embed(commands::embed::EmbedArgs),
     /// Inference speed on random weights: median latency per batch and images per second.
     Bench(commands::bench::BenchArgs),
+    /// Fine-tune pretrained weights or train from scratch on a folder of labelled images.
+    Train(Box<commands::train::TrainArgs>),
+    /// Accuracy, top-5, per-class accuracy and confusion matrix of weights on labelled images.
+    Eval(commands::eval::EvalArgs),
+    /// Cut a few large images (one per class) into a train/val dataset of patches.
+    Patches(commands::patches::PatchesArgs),
     /// Convert timm / torchvision / lukemelas / TF-named weights into effnet safetensors with metadata.
     Convert(commands::convert::ConvertArgs),
 }
@@ -78,6 +85,9 @@ fn main() -> ExitCode {
         Command::Embed(args) => commands::embed::run(args, cli.json),
         Command::Convert(args) => commands::convert::run(args, cli.json),
         Command::Bench(args) => commands::bench::run(args, cli.json),
+        Command::Train(args) => commands::train::run(args, cli.json),
+        Command::Eval(args) => commands::eval::run(args, cli.json),
+        Command::Patches(args) => commands::patches::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

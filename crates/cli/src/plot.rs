@@ -2,9 +2,10 @@
 
 use anyhow::{anyhow, Result};
 use effnet_arch::accuracy::published_curve;
+use effnet_train::run::EpochRecord;
 use effnet_weights::atomic::write_atomically_with;
 use plotters::prelude::*;
-use plotters::style::FontStyle;
+use plotters::style::{FontStyle, FontTransform};
 use std::path::Path;
 use std::sync::Once;
 
@@ -88,5 +89,153 @@ pub fn plot_accuracy_vs_macs(path: &Path, points: &[PlotPoint], with_lite: bool)
             .draw()
             .map_err(|e| anyhow!("{e}"))?;
         root.present().map_err(|e| anyhow!("{e}"))
+    })?)
+}
+
+fn draw_error(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow!("{e}")
+}
+
+/// One curve of a training plot: its name, colour and `(epoch, value)` points.
+type Curve<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
+
+fn draw_panel(
+    area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    title: &str,
+    y_range: std::ops::Range<f64>,
+    epochs: f64,
+    curves: &[Curve<'_>],
+) -> Result<()> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(55)
+        .build_cartesian_2d(0.5..epochs + 0.5, y_range)
+        .map_err(draw_error)?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .label_style(("sans-serif", 15))
+        .draw()
+        .map_err(draw_error)?;
+    for (name, colour, points) in curves {
+        let colour = *colour;
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().copied(),
+                colour.stroke_width(2),
+            ))
+            .map_err(draw_error)?
+            .label(*name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+            });
+        chart
+            .draw_series(points.iter().map(|&p| Circle::new(p, 3, colour.filled())))
+            .map_err(draw_error)?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 15))
+        .draw()
+        .map_err(draw_error)?;
+    Ok(())
+}
+
+/// Draws training and validation loss (left) and accuracy (right) per epoch, written atomically (PNG).
+pub fn plot_training_curves(path: &Path, records: &[EpochRecord]) -> Result<()> {
+    register_fonts();
+    let series = |f: fn(&EpochRecord) -> f64| -> Vec<(f64, f64)> {
+        records.iter().map(|r| (r.epoch as f64, f(r))).collect()
+    };
+    let epochs = records.last().map_or(1.0, |r| r.epoch as f64);
+    let max_loss = records
+        .iter()
+        .flat_map(|r| [r.train_loss, r.val_loss])
+        .fold(0.0f64, f64::max)
+        .max(1e-3);
+    Ok(write_atomically_with(path, |tmp| -> Result<()> {
+        let root = BitMapBackend::new(tmp, (1200, 480)).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_error)?;
+        let (left, right) = root.split_horizontally(600);
+        draw_panel(
+            &left,
+            "loss",
+            0.0..max_loss * 1.1,
+            epochs,
+            &[
+                ("train (smoothed labels)", BLUE, series(|r| r.train_loss)),
+                ("validation", RED, series(|r| r.val_loss)),
+            ],
+        )?;
+        draw_panel(
+            &right,
+            "accuracy",
+            0.0..1.02,
+            epochs,
+            &[
+                ("train (augmented)", BLUE, series(|r| r.train_accuracy)),
+                ("validation top-1", RED, series(|r| r.val_accuracy)),
+            ],
+        )?;
+        root.present().map_err(draw_error)
+    })?)
+}
+
+/// Draws a confusion matrix (rows: true class, columns: predicted), each cell shaded by its share of the
+/// row and labelled with its count, written atomically (PNG).
+pub fn plot_confusion(path: &Path, classes: &[String], confusion: &[Vec<usize>]) -> Result<()> {
+    register_fonts();
+    let n = classes.len().max(1);
+    let cell = (720 / n).clamp(24, 120) as u32;
+    let margin = 160u32;
+    let side = margin + cell * n as u32 + 20;
+    Ok(write_atomically_with(path, |tmp| -> Result<()> {
+        let root = BitMapBackend::new(tmp, (side, side)).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_error)?;
+        let font = ("sans-serif", (cell / 3).clamp(10, 18) as i32);
+        for (i, row) in confusion.iter().enumerate() {
+            let total = row.iter().sum::<usize>().max(1) as f64;
+            for (j, &count) in row.iter().enumerate() {
+                let share = count as f64 / total;
+                let x = (margin + cell * j as u32) as i32;
+                let y = (margin + cell * i as u32) as i32;
+                let shade = (255.0 * (1.0 - share)) as u8;
+                let colour = RGBColor(shade, shade, 255);
+                root.draw(&Rectangle::new(
+                    [(x, y), (x + cell as i32, y + cell as i32)],
+                    colour.filled(),
+                ))
+                .map_err(draw_error)?;
+                let text_colour = if share > 0.5 { WHITE } else { BLACK };
+                root.draw(&Text::new(
+                    count.to_string(),
+                    (x + 4, y + cell as i32 / 3),
+                    font.into_font().color(&text_colour),
+                ))
+                .map_err(draw_error)?;
+            }
+        }
+        for (k, name) in classes.iter().enumerate() {
+            let offset = (margin + cell * k as u32 + cell / 3) as i32;
+            root.draw(&Text::new(name.clone(), (8, offset), font))
+                .map_err(draw_error)?;
+            root.draw(&Text::new(
+                name.clone(),
+                (offset, 8),
+                font.into_font().transform(FontTransform::Rotate90),
+            ))
+            .map_err(draw_error)?;
+        }
+        root.draw(&Text::new(
+            "rows: true, columns: predicted",
+            (8, side as i32 - 18),
+            ("sans-serif", 14),
+        ))
+        .map_err(draw_error)?;
+        root.present().map_err(draw_error)
     })?)
 }

@@ -65,6 +65,8 @@ pub struct TrainConfig {
     pub weight_decay: f64,
     /// Label smoothing.
     pub label_smoothing: f64,
+    /// Batch-norm momentum in TF's convention (0.99: each batch moves the running statistics by 1%).
+    pub bn_momentum: f64,
     /// EMA decay (`None`: no EMA).
     pub ema: Option<f64>,
     /// Epochs with the backbone frozen (only the classifier trains); `epochs` or more freezes it throughout.
@@ -129,6 +131,7 @@ impl TrainConfig {
             decay,
             weight_decay,
             label_smoothing: 0.1,
+            bn_momentum: crate::model::TF_BN_MOMENTUM,
             ema,
             freeze_epochs: 0,
             min_crop: 0.08,

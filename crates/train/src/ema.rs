@@ -73,3 +73,46 @@ impl Ema {
         self.updates += 1;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::init::initial_weights;
+    use effnet_arch::{resolve, Variant};
+
+    #[test]
+    fn the_average_follows_the_warmup_ramp_then_the_decay() {
+        let mut config = Variant::by_name("b0").unwrap().config();
+        config.resolution = 16;
+        let plan = resolve(&config).unwrap();
+        let a = initial_weights(&plan, 1);
+        let b = initial_weights(&plan, 2);
+        let model_b = EfficientNet::trainable(&plan, &b).unwrap();
+        let mut ema = Ema::new(&EfficientNet::trainable(&plan, &a).unwrap(), 0.9999, 0);
+        // First update: d = (1 + 1) / (10 + 1).
+        assert!((ema.next_decay() - 2.0 / 11.0).abs() < 1e-12);
+        ema.update(&model_b);
+        let d = 2.0 / 11.0;
+        let averaged = ema.model.export();
+        for name in [
+            "stem.weight",
+            "blocks.3.project.bn.running_var",
+            "classifier.bias",
+        ] {
+            for ((x, y), z) in a[name]
+                .data
+                .iter()
+                .zip(&b[name].data)
+                .zip(&averaged[name].data)
+            {
+                let expected = d * f64::from(*x) + (1.0 - d) * f64::from(*y);
+                assert!((f64::from(*z) - expected).abs() < 1e-6, "{name}");
+            }
+        }
+        let late = Ema::new(&model_b, 0.9999, 1_000_000);
+        assert!(
+            (late.next_decay() - 0.9999).abs() < 1e-12,
+            "the ramp ends at the decay"
+        );
+    }
+}

@@ -53,10 +53,10 @@ fn param<const D: usize>(
     name: &str,
     device: &Device,
 ) -> Result<Param<Tensor<D>>> {
-    Ok(Param::initialized(
-        param_id(name),
-        tensor(tensors, name, device)?,
-    ))
+    // `from_tensor` marks the parameter trainable; the id is then made stable.
+    let mut p = Param::from_tensor(tensor(tensors, name, device)?);
+    p.id = param_id(name);
+    Ok(p)
 }
 
 /// Reads a burn tensor back into a canonical tensor.
@@ -273,6 +273,15 @@ impl MbConv {
         drop_path(y, rate) + x
     }
 
+    fn units_mut(&mut self) -> impl Iterator<Item = &mut ConvUnit> {
+        let se = self.se.as_mut().map(|se| [&mut se.reduce, &mut se.expand]);
+        self.expand
+            .iter_mut()
+            .chain(std::iter::once(&mut self.depthwise))
+            .chain(se.into_iter().flatten())
+            .chain(std::iter::once(&mut self.project))
+    }
+
     fn export(&self, out: &mut Tensors) {
         if let Some(e) = &self.expand {
             e.export(out);
@@ -361,6 +370,11 @@ impl EfficientNet {
         })
     }
 
+    /// Builds the network on burn's CPU backend with autodiff, every parameter trainable.
+    pub fn trainable(plan: &Plan, tensors: &Tensors) -> Result<Self> {
+        Ok(Self::new(plan, tensors, &Device::flex())?.train())
+    }
+
     /// Pooled features `[N, head channels]` of an NCHW batch.
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
         let mut y = self.stem.forward(x);
@@ -376,6 +390,16 @@ impl EfficientNet {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let f = self.dropout.forward(self.features(x));
         f.matmul(self.classifier.weight.val().transpose()) + self.classifier.bias.val().unsqueeze()
+    }
+
+    /// Sets the TF-convention batch-norm momentum of every layer (`running = m * running + (1 - m) * batch`).
+    pub fn set_bn_momentum(&mut self, momentum: f64) {
+        let units = std::iter::once(&mut self.stem)
+            .chain(self.blocks.iter_mut().flat_map(MbConv::units_mut))
+            .chain(std::iter::once(&mut self.head));
+        for bn in units.filter_map(|u| u.bn.as_mut()) {
+            bn.momentum = 1.0 - momentum;
+        }
     }
 
     /// Freezes (or unfreezes) everything but the classifier: no gradients, batch norm on its running

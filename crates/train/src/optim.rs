@@ -148,3 +148,83 @@ fn with_decay_groups<O: Optimizer>(weight_decay: f64, make: impl Fn(f64) -> O) -
     let no_decay = ParamGroup::from_regex(NO_DECAY_PATTERN).expect("the pattern is valid");
     optimizer.with_group(no_decay, make(0.0), None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::init::initial_weights;
+    use crate::model::EfficientNet;
+    use burn::module::Module;
+    use burn::optim::GradientsParams;
+    use burn::tensor::TensorData;
+    use effnet_arch::{resolve, Variant};
+
+    #[test]
+    fn tf_rmsprop_follows_the_tensorflow_update_rule() {
+        let opt = TfRmsProp {
+            rho: 0.9,
+            momentum: 0.9,
+            epsilon: 1e-3,
+            weight_decay: 0.01,
+        };
+        let device = Device::flex();
+        let mut w = Tensor::<1>::from_data(TensorData::new(vec![0.5f32, -1.0], [2]), &device);
+        let mut state = None;
+        // Reference in f64, written from the TF1 `ApplyRMSProp` kernel.
+        let (mut rw, mut ms, mut mom) = ([0.5f64, -1.0], [1.0f64; 2], [0.0f64; 2]);
+        for (step, g) in [[0.3f64, -2.0], [0.1, 0.5], [-1.0, 0.0]].iter().enumerate() {
+            let lr = 0.1 / (step + 1) as f64;
+            let grad = Tensor::<1>::from_data(
+                TensorData::new(g.iter().map(|&v| v as f32).collect::<Vec<_>>(), [2]),
+                &device,
+            );
+            let (next, s) = opt.step(lr, w, grad, state);
+            (w, state) = (next, s);
+            for i in 0..2 {
+                let g = g[i] + 0.01 * rw[i];
+                ms[i] = 0.9 * ms[i] + 0.1 * g * g;
+                mom[i] = 0.9 * mom[i] + lr * g / (ms[i] + 1e-3).sqrt();
+                rw[i] -= mom[i];
+            }
+        }
+        let got: Vec<f32> = w.into_data().convert::<f32>().try_into_vec().unwrap();
+        for i in 0..2 {
+            assert!(
+                (f64::from(got[i]) - rw[i]).abs() < 1e-6,
+                "{got:?} vs {rw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn weight_decay_shrinks_kernels_and_spares_batch_norm_and_biases() {
+        let mut config = Variant::by_name("b0").unwrap().config();
+        config.resolution = 16;
+        config.num_classes = 3;
+        let plan = resolve(&config).unwrap();
+        let before = initial_weights(&plan, 1);
+        let model = EfficientNet::trainable(&plan, &before).unwrap();
+        let x = Tensor::<4>::zeros([2, 3, 16, 16], &Device::flex().autodiff());
+        // A zero loss: every gradient is exactly zero, so only the decoupled decay moves parameters.
+        let loss = model.forward(x).sum().mul_scalar(0.0);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let mut optimizer = OptimizerKind::Adamw.init(0.5);
+        let after = optimizer.step(0.1, model, grads).valid().export();
+        let mut decayed = 0;
+        for (name, old) in &before {
+            if name.ends_with("running_mean") || name.ends_with("running_var") {
+                continue;
+            }
+            let new = &after[name];
+            let expected = if old.shape.len() >= 2 { 0.95 } else { 1.0 };
+            decayed += usize::from(old.shape.len() >= 2);
+            for (a, b) in old.data.iter().zip(&new.data) {
+                assert!(
+                    (a * expected - b).abs() <= 1e-6 * a.abs().max(1.0),
+                    "{name}: {a} -> {b}"
+                );
+            }
+        }
+        assert!(decayed > 50, "{decayed} kernels checked");
+    }
+}

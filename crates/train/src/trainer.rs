@@ -239,7 +239,8 @@ fn train_step(
     (optimizer.step(lr, model, grads), loss_value, hits)
 }
 
-/// The training device: burn's flex CPU backend with autodiff.
+/// The training device: burn's flex CPU backend with autodiff (where [`EfficientNet::trainable`] puts
+/// the model).
 pub fn training_device() -> Device {
     Device::flex().autodiff()
 }
@@ -249,7 +250,7 @@ pub fn training_device() -> Device {
 pub fn time_train_steps(plan: &Plan, batch: usize, steps: usize) -> Result<f64> {
     let device = training_device();
     let tensors = initial_weights(plan, 0);
-    let mut model = EfficientNet::new(plan, &tensors, &device)?;
+    let mut model = EfficientNet::trainable(plan, &tensors)?;
     let mut optimizer = crate::optim::OptimizerKind::Rmsprop.init(1e-5);
     let size = plan.config.resolution as usize;
     let labels: Vec<usize> = (0..batch)
@@ -317,7 +318,8 @@ pub fn train(
         run.create(&config)?;
     }
     let device = training_device();
-    let mut model = EfficientNet::new(&start.plan, &start.tensors, &device)?;
+    let mut model = EfficientNet::trainable(&start.plan, &start.tensors)?;
+    model.set_bn_momentum(config.bn_momentum);
     let mut optimizer = config.optimizer.init(config.weight_decay);
     let mut ema = config
         .ema
@@ -335,7 +337,7 @@ pub fn train(
             ema.model = EfficientNet::new(&start.plan, tensors, &Device::flex())?;
         }
     }
-    let preprocessing = start.metadata.config.preprocessing.clone();
+    let preprocessing = start.metadata.config.preprocessing;
     let augment = Augment {
         scale: (config.min_crop, 1.0),
         flip: config.flip,
@@ -345,7 +347,7 @@ pub fn train(
     let loader = TrainLoader::new(
         data.train.samples.clone(),
         augment,
-        preprocessing.clone(),
+        preprocessing,
         config.img_size,
         config.batch,
         config.seed,

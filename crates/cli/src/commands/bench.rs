@@ -1,5 +1,5 @@
 //! `effnet bench`: inference speed of any network on random weights (no download needed): warm-up, repeated
-//! timed runs, median latency per batch and images per second.
+//! timed runs, median latency per batch and images per second; with `--train`, the training step.
 
 use crate::model_args::ModelArgs;
 use crate::output::print_json;
@@ -28,6 +28,48 @@ pub struct BenchArgs {
     /// Keep measuring at least this long.
     #[arg(long, default_value_t = 2.0)]
     min_seconds: f64,
+    /// Time training steps (forward, backward, TF-RMSProp update on the burn CPU backend) instead of
+    /// inference; --runs steps after one warm-up step.
+    #[arg(long)]
+    train: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct TrainBenchReport {
+    model: String,
+    resolution: u32,
+    batch: usize,
+    threads: usize,
+    steps: usize,
+    ms_per_step: f64,
+    images_per_sec: f64,
+}
+
+fn bench_train(args: &BenchArgs, plan: &effnet_arch::Plan, json: bool) -> Result<()> {
+    let seconds = effnet_train::trainer::time_train_steps(plan, args.batch, args.runs)?;
+    let report = TrainBenchReport {
+        model: plan.config.name.clone(),
+        resolution: plan.config.resolution,
+        batch: args.batch,
+        threads: rayon::current_num_threads(),
+        steps: args.runs,
+        ms_per_step: seconds * 1e3,
+        images_per_sec: args.batch as f64 / seconds,
+    };
+    if json {
+        return print_json(&report);
+    }
+    println!(
+        "{} @{} batch {} on {} threads: {:.1} ms per training step (median of {}), {:.1} images/s",
+        report.model,
+        report.resolution,
+        report.batch,
+        report.threads,
+        report.ms_per_step,
+        report.steps,
+        report.images_per_sec
+    );
+    Ok(())
 }
 
 #[derive(Debug, Serialize)]
@@ -52,6 +94,9 @@ pub fn run(args: &BenchArgs, json: bool) -> Result<()> {
     );
     let config = args.model.config()?;
     let plan = resolve(&config)?;
+    if args.train {
+        return bench_train(args, &plan, json);
+    }
     let engine = Engine::new(&plan, &random_weights(&plan, 0));
     let r = config.resolution as usize;
     let image = FeatureMap::new(

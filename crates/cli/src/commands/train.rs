@@ -1,0 +1,345 @@
+//! `effnet train`: fine-tune pretrained weights or train from scratch on a folder of labelled images, with
+//! a progress bar, `metrics.csv`, `curves.png`, atomic checkpoints every epoch, `best.safetensors`, and
+//! `--resume` to continue an interrupted run.
+
+use crate::model_args::{base_config, ScalingArgs};
+use crate::output::print_json;
+use crate::plot::plot_training_curves;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use effnet_arch::scaling::compound;
+use effnet_train::config::{RandAugmentConfig, Recipe, TrainConfig};
+use effnet_train::evaluate::Evaluation;
+use effnet_train::optim::OptimizerKind;
+use effnet_train::run::{EpochRecord, RunState};
+use effnet_train::schedule::Decay;
+use effnet_train::trainer::{Observer, StepProgress};
+use effnet_train::{train, RunDir};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Arguments of `effnet train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Training images: one sub-folder per class (DIR/class/*.jpg).
+    #[arg(long, conflicts_with = "resume")]
+    data: Option<PathBuf>,
+    /// Validation images with the same classes (default: hold out --val-fraction of --data).
+    #[arg(long)]
+    val: Option<PathBuf>,
+    /// Share of each class held out for validation when there is no --val folder.
+    #[arg(long, default_value_t = 0.2)]
+    val_fraction: f64,
+    /// Output folder of a new run.
+    #[arg(long, conflicts_with = "resume")]
+    out: Option<PathBuf>,
+    /// Continue the run in this folder where it stopped (settings are read from it; --epochs may extend it).
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Pretrained weights to fine-tune (any format `predict` reads); a new classifier is fitted to the classes.
+    #[arg(long, conflicts_with = "resume")]
+    weights: Option<PathBuf>,
+    /// The network: a named model, or the base that --phi scales (default b0 from scratch; from the weights
+    /// when fine-tuning).
+    #[arg(long)]
+    model: Option<String>,
+    #[command(flatten)]
+    scaling: ScalingArgs,
+    /// Epochs (default 10; with --resume, the run's own count unless given to extend it).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Images per step.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Training and evaluation resolution (default: the network's).
+    #[arg(long)]
+    img_size: Option<u32>,
+    /// Defaults to start from: official (from scratch) or finetune (with --weights).
+    #[arg(long)]
+    recipe: Option<String>,
+    /// Optimizer: rmsprop (TF-style), adamw or sgd.
+    #[arg(long)]
+    optimizer: Option<String>,
+    /// Peak learning rate (default: the recipe's, scaled to the batch).
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Warmup epochs.
+    #[arg(long)]
+    warmup_epochs: Option<f64>,
+    /// Decay after warmup: exponential (x0.97 every 2.4 epochs), cosine or constant.
+    #[arg(long)]
+    decay: Option<String>,
+    /// Weight decay on kernels (batch norm and biases are never decayed).
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// Label smoothing.
+    #[arg(long)]
+    label_smoothing: Option<f64>,
+    /// Batch-norm momentum, TF convention (0.99 default; 0.9 settles faster in short runs).
+    #[arg(long)]
+    bn_momentum: Option<f64>,
+    /// Keep an exponential moving average of the weights with this decay; evaluate and export it.
+    #[arg(long, conflicts_with = "no_ema")]
+    ema: Option<f64>,
+    /// No moving average (the fine-tuning default).
+    #[arg(long)]
+    no_ema: bool,
+    /// Train only the classifier for the whole run.
+    #[arg(long, conflicts_with = "unfreeze_after")]
+    freeze_backbone: bool,
+    /// Train only the classifier for this many epochs, then everything.
+    #[arg(long)]
+    unfreeze_after: Option<usize>,
+    /// RandAugment as N,M (ops per image, magnitude 0-10), e.g. 2,9.
+    #[arg(long)]
+    rand_augment: Option<String>,
+    /// Smallest crop area of the random-resized crop (fraction of the image).
+    #[arg(long, default_value_t = 0.08)]
+    min_crop: f64,
+    /// No horizontal flips.
+    #[arg(long)]
+    no_flip: bool,
+    /// Seed of initialisation, split, data order, augmentation and dropout.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+fn parse_rand_augment(text: &str) -> Result<RandAugmentConfig> {
+    let parts: Vec<&str> = text.split(',').collect();
+    let [n, m] = parts[..] else {
+        bail!("--rand-augment takes N,M (for example 2,9), got `{text}`");
+    };
+    let n: u32 = n
+        .trim()
+        .parse()
+        .with_context(|| format!("--rand-augment: `{n}` is not a count"))?;
+    let m: f64 = m
+        .trim()
+        .parse()
+        .with_context(|| format!("--rand-augment: `{m}` is not a number"))?;
+    anyhow::ensure!(
+        (0.0..=10.0).contains(&m),
+        "--rand-augment magnitude must be within 0-10, got {m}"
+    );
+    Ok(RandAugmentConfig { n, m })
+}
+
+fn parse_decay(name: &str) -> Result<Decay> {
+    Ok(match name {
+        "exponential" => Decay::Exponential {
+            rate: 0.97,
+            every_epochs: 2.4,
+        },
+        "cosine" => Decay::Cosine,
+        "constant" => Decay::Constant,
+        _ => bail!("unknown decay `{name}`: use exponential, cosine or constant"),
+    })
+}
+
+impl TrainArgs {
+    fn network(&self) -> Result<Option<effnet_arch::NetworkConfig>> {
+        if self.weights.is_some() && self.scaling.phi.is_some() {
+            bail!("--phi builds a network from scratch; it cannot be combined with --weights");
+        }
+        if self.weights.is_some() {
+            return self
+                .model
+                .as_deref()
+                .map(|m| base_config(Some(m)))
+                .transpose();
+        }
+        let base = base_config(self.model.as_deref())?;
+        Ok(Some(match self.scaling.phi {
+            Some(phi) => compound(&base, phi, self.scaling.coefficients()?)?,
+            None => base,
+        }))
+    }
+
+    fn config(&self) -> Result<TrainConfig> {
+        let data = self
+            .data
+            .clone()
+            .context("--data is required for a new run")?;
+        let recipe = match self.recipe.as_deref() {
+            Some("official") => Recipe::Official,
+            Some("finetune") => Recipe::Finetune,
+            Some(other) => bail!("unknown recipe `{other}`: use official or finetune"),
+            None if self.weights.is_some() => Recipe::Finetune,
+            None => Recipe::Official,
+        };
+        let network = self.network()?;
+        let img_size = match (self.img_size, &network) {
+            (Some(size), _) => size,
+            (None, Some(n)) => n.resolution,
+            (None, None) => {
+                effnet_weights::load(
+                    self.weights.as_deref().expect("fine-tuning has weights"),
+                    &effnet_weights::LoadOptions::default(),
+                )?
+                .config
+                .resolution
+            }
+        };
+        let mut config = TrainConfig::recipe(
+            recipe,
+            data,
+            self.epochs.unwrap_or(10),
+            self.batch,
+            img_size,
+        );
+        config.val = self.val.clone();
+        config.val_fraction = self.val_fraction;
+        config.network = network;
+        config.weights = self.weights.clone();
+        config.seed = self.seed;
+        if let Some(name) = &self.optimizer {
+            config.optimizer = OptimizerKind::from_name(name).with_context(|| {
+                format!("unknown optimizer `{name}`: use rmsprop, adamw or sgd")
+            })?;
+        }
+        if let Some(lr) = self.lr {
+            config.lr = lr;
+        }
+        if let Some(w) = self.warmup_epochs {
+            config.warmup_epochs = w;
+        }
+        if let Some(name) = &self.decay {
+            config.decay = parse_decay(name)?;
+        }
+        if let Some(wd) = self.weight_decay {
+            config.weight_decay = wd;
+        }
+        if let Some(s) = self.label_smoothing {
+            config.label_smoothing = s;
+        }
+        if let Some(m) = self.bn_momentum {
+            config.bn_momentum = m;
+        }
+        if self.no_ema {
+            config.ema = None;
+        } else if let Some(decay) = self.ema {
+            config.ema = Some(decay);
+        }
+        config.freeze_epochs = match (self.freeze_backbone, self.unfreeze_after) {
+            (true, _) => usize::MAX,
+            (false, Some(k)) => k,
+            (false, None) => 0,
+        };
+        if config.freeze_epochs > 0 && config.weights.is_none() {
+            bail!("freezing the backbone needs pretrained --weights");
+        }
+        config.rand_augment = self
+            .rand_augment
+            .as_deref()
+            .map(parse_rand_augment)
+            .transpose()?;
+        config.min_crop = self.min_crop;
+        config.flip = if self.no_flip { 0.0 } else { 0.5 };
+        config.workers = rayon::current_num_threads();
+        Ok(config)
+    }
+}
+
+/// Progress bars and epoch lines on the terminal, `curves.png` after every epoch.
+struct Progress {
+    bar: Mutex<Option<ProgressBar>>,
+    curves: PathBuf,
+    json: bool,
+}
+
+impl Observer for Progress {
+    fn epoch_started(&self, epoch: usize, epochs: usize, steps: usize) {
+        let bar = ProgressBar::new(steps as u64);
+        if self.json {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        bar.set_style(
+            ProgressStyle::with_template(
+                "epoch {prefix} {bar:30} {pos}/{len} {msg} [{elapsed_precise}]",
+            )
+            .expect("a valid template"),
+        );
+        bar.set_prefix(format!("{epoch}/{epochs}"));
+        *self.bar.lock().expect("not poisoned") = Some(bar);
+    }
+
+    fn step_finished(&self, p: &StepProgress) {
+        if let Some(bar) = self.bar.lock().expect("not poisoned").as_ref() {
+            bar.set_position(p.step as u64);
+            bar.set_message(format!(
+                "loss {:.4} acc {:.1}% {:.1} img/s lr {:.2e}",
+                p.loss,
+                100.0 * p.accuracy,
+                p.images_per_sec,
+                p.lr
+            ));
+        }
+    }
+
+    fn epoch_finished(&self, r: &EpochRecord, state: &RunState, _evaluation: &Evaluation) {
+        if let Some(bar) = self.bar.lock().expect("not poisoned").take() {
+            bar.finish_and_clear();
+        }
+        if let Err(e) = plot_training_curves(&self.curves, &state.records) {
+            eprintln!(
+                "effnet: warning: {}: cannot draw the curves: {e:#}",
+                self.curves.display()
+            );
+        }
+        if !self.json {
+            println!(
+                "epoch {}: train loss {:.4} acc {:.1}% | val loss {:.4} acc {:.1}% top-5 {:.1}% | {:.1} img/s, {:.1} s{}",
+                r.epoch,
+                r.train_loss,
+                100.0 * r.train_accuracy,
+                r.val_loss,
+                100.0 * r.val_accuracy,
+                100.0 * r.val_top5,
+                r.images_per_sec,
+                r.seconds,
+                if state.best_epoch == r.epoch { " (best)" } else { "" }
+            );
+        }
+    }
+
+    fn image_skipped(&self, path: &Path, reason: &str) {
+        let line = format!("effnet: warning: skipping {}: {reason}", path.display());
+        match self.bar.lock().expect("not poisoned").as_ref() {
+            Some(bar) if !bar.is_hidden() => bar.println(line),
+            _ => eprintln!("{line}"),
+        }
+    }
+}
+
+/// Runs `effnet train`.
+pub fn run(args: &TrainArgs, json: bool) -> Result<()> {
+    let (run_dir, config, resume) = match (&args.resume, &args.out) {
+        (Some(dir), _) => {
+            let run = RunDir::new(dir);
+            let mut saved = run.read_config()?;
+            if let Some(epochs) = args.epochs {
+                saved.epochs = epochs;
+            }
+            (run, saved, true)
+        }
+        (None, Some(out)) => (RunDir::new(out), args.config()?, false),
+        (None, None) => bail!("give --out RUN for a new run, or --resume RUN to continue one"),
+    };
+    let progress = Progress {
+        bar: Mutex::new(None),
+        curves: run_dir.root.join("curves.png"),
+        json,
+    };
+    let state = train(&run_dir, config, resume, &progress)?;
+    if json {
+        return print_json(&state);
+    }
+    println!(
+        "best validation accuracy {:.1}% at epoch {}: {}",
+        100.0 * state.best_accuracy,
+        state.best_epoch,
+        run_dir.best_path().display()
+    );
+    Ok(())
+}

