@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
-"""Times EfficientNet inference in ONNX Runtime against `effnet bench`, side by side in one run, on the same architecture, batch, resolution and thread count, with random weights.
+"""Times EfficientNet in ONNX Runtime and PyTorch against `effnet bench`, side by side in one run, on the same
+architecture, batch, resolution and thread count, with the same random weights.
 
-The ONNX graph is built directly from the architecture rules in tools/reference.py (no torch needed), with
-explicit TF-"SAME" pads, batch norm, swish, squeeze-excite and residuals.
+The ONNX graph and the PyTorch module are both built from the architecture rules in tools/reference.py, with
+explicit TF-"SAME" pads, batch norm, swish, squeeze-excite and residuals. PyTorch runs channels_last. With
+--train, PyTorch's training step (forward, label-smoothed cross-entropy, backward, RMSprop with the official
+hyper-parameters) is timed against `effnet bench --train`. A peer that is not installed is skipped.
 
-    pip install numpy onnx onnxruntime
+    pip install numpy onnx onnxruntime        # PyTorch: pip install torch, or Debian's python3-torch
     cargo build --release
     python3 tools/bench_peers.py --model b0 --batch 1 --threads 2
+    python3 tools/bench_peers.py --model b0 --batch 8 --threads 2 --train
 """
 import argparse, json, os, statistics, subprocess, sys, time
 import numpy as np
@@ -118,7 +122,129 @@ def bench_effnet(args, res):
     exe = os.path.join(ROOT, "target", "release", "effnet")
     cmd = [exe, "bench", args.model, "--batch", str(args.batch), "--threads", str(args.threads), "--resolution", str(res),
            "--warmup", str(args.warmup), "--runs", str(args.runs), "--min-seconds", str(args.min_seconds), "--json"]
+    if args.train:
+        cmd = [exe, "bench", args.model, "--train", "--batch", str(args.batch), "--threads", str(args.threads),
+               "--resolution", str(res), "--runs", str(args.train_steps), "--json"]
+        return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)["ms_per_step"]
     return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)["ms_per_batch"]
+
+
+def import_torch():
+    try:
+        import torch
+    except ImportError:
+        # Debian's python3-torch lives outside a virtual environment's path.
+        sys.path.append("/usr/lib/python3/dist-packages")
+        try:
+            import torch
+        except ImportError:
+            return None
+    return torch
+
+
+def torch_model(model, torch):
+    nn, F = torch.nn, torch.nn.functional
+    _, blocks, _, _ = reference.architecture(model)
+    lite = reference.NETS[model][3]
+    w = reference.random_weights(model, 0)
+
+    def tensor(key):
+        a = np.ascontiguousarray(w[key], dtype=np.float32)
+        return torch.frombuffer(bytearray(a.tobytes()), dtype=torch.float32).reshape(a.shape)
+
+    def act(x):
+        return F.relu6(x) if lite else F.silu(x)
+
+    class ConvBn(nn.Module):
+        def __init__(self, layer, k, s, groups=1, activation=True):
+            super().__init__()
+            weight = tensor(layer + ".weight")
+            self.conv = nn.Conv2d(weight.shape[1] * groups, weight.shape[0], k, s, groups=groups, bias=False)
+            self.bn = nn.BatchNorm2d(weight.shape[0], eps=1e-3, momentum=0.01)
+            with torch.no_grad():
+                self.conv.weight.copy_(weight)
+                for f, target in (("weight", self.bn.weight), ("bias", self.bn.bias),
+                                  ("running_mean", self.bn.running_mean), ("running_var", self.bn.running_var)):
+                    target.copy_(tensor(f"{layer}.bn.{f}"))
+            self.k, self.s, self.activation = k, s, activation
+
+        def forward(self, x):
+            size = x.shape[-1]
+            top, bottom, _ = same_pads(size, self.k, self.s)
+            y = self.bn(self.conv(F.pad(x, (top, bottom, top, bottom))))
+            return act(y) if self.activation else y
+
+    class Block(nn.Module):
+        def __init__(self, n, k, s, e, ci, co, se):
+            super().__init__()
+            p = f"blocks.{n}"
+            self.expand = ConvBn(p + ".expand", 1, 1) if e != 1 else None
+            self.depthwise = ConvBn(p + ".depthwise", k, s, groups=ci * e)
+            self.se = None
+            if se:
+                r, g = tensor(p + ".se.reduce.weight"), tensor(p + ".se.expand.weight")
+                self.se = nn.ModuleList([nn.Conv2d(r.shape[1], r.shape[0], 1), nn.Conv2d(g.shape[1], g.shape[0], 1)])
+                with torch.no_grad():
+                    for conv, name in zip(self.se, ("reduce", "expand")):
+                        conv.weight.copy_(tensor(f"{p}.se.{name}.weight"))
+                        conv.bias.copy_(tensor(f"{p}.se.{name}.bias"))
+            self.project = ConvBn(p + ".project", 1, 1, activation=False)
+            self.residual = s == 1 and ci == co
+
+        def forward(self, x):
+            y = self.expand(x) if self.expand is not None else x
+            y = self.depthwise(y)
+            if self.se is not None:
+                y = y * torch.sigmoid(self.se[1](act(self.se[0](y.mean((2, 3), keepdim=True)))))
+            y = self.project(y)
+            return y + x if self.residual else y
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = ConvBn("stem", 3, 2)
+            self.blocks = nn.Sequential(*[Block(n, *b) for n, b in enumerate(blocks)])
+            self.head = ConvBn("head", 1, 1)
+            cw = tensor("classifier.weight")
+            self.classifier = nn.Linear(cw.shape[1], cw.shape[0])
+            with torch.no_grad():
+                self.classifier.weight.copy_(cw)
+                self.classifier.bias.copy_(tensor("classifier.bias"))
+
+        def forward(self, x):
+            return self.classifier(self.head(self.blocks(self.stem(x))).mean((2, 3)))
+
+    return Net()
+
+
+def bench_torch(torch, model, x, args):
+    torch.set_num_threads(args.threads)
+    net = torch_model(model, torch).to(memory_format=torch.channels_last)
+    a = np.ascontiguousarray(x, dtype=np.float32)
+    batch = torch.frombuffer(bytearray(a.tobytes()), dtype=torch.float32).reshape(a.shape)
+    batch = batch.contiguous(memory_format=torch.channels_last)
+    if not args.train:
+        net.eval()
+        with torch.inference_mode():
+            return median_ms(lambda: net(batch), args.warmup, args.runs, args.min_seconds)
+    net.train()
+    labels = torch.arange(batch.shape[0]) % 1000
+    opt = torch.optim.RMSprop(net.parameters(), lr=0.016 * batch.shape[0] / 256, alpha=0.9, eps=1e-3,
+                              momentum=0.9, weight_decay=1e-5)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(net(batch), labels, label_smoothing=0.1)
+        loss.backward()
+        opt.step()
+
+    step()
+    times = []
+    for _ in range(args.train_steps):
+        t = time.perf_counter()
+        step()
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
 
 
 def main():
@@ -129,17 +255,29 @@ def main():
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--min-seconds", type=float, default=3.0)
+    ap.add_argument("--train", action="store_true", help="time training steps instead of inference")
+    ap.add_argument("--train-steps", type=int, default=5)
     args = ap.parse_args()
     res = reference.NETS[args.model][2]
     x = reference.hash_input(res).astype(np.float32)[None].repeat(args.batch, axis=0)
     rows = []
-    ort_ms, _ = bench_ort(build_onnx(args.model, res, args.batch), x, args.threads, args)
-    rows.append(("onnxruntime", ort_ms))
+    if not args.train:
+        try:
+            ort_ms, _ = bench_ort(build_onnx(args.model, res, args.batch), x, args.threads, args)
+            rows.append(("onnxruntime", ort_ms))
+        except ImportError:
+            print("onnxruntime / onnx not installed: skipped")
+    torch = import_torch()
+    if torch is None:
+        print("torch not installed: skipped")
+    else:
+        rows.append((f"pytorch {torch.__version__.split('+')[0]}", bench_torch(torch, args.model, x, args)))
     ours = bench_effnet(args, res)
     rows.append(("effnet", ours))
-    print(f"{args.model} @{res}, batch {args.batch}, {args.threads} threads (median ms per batch; ratio = effnet / peer)")
+    what = "training step" if args.train else "batch"
+    print(f"{args.model} @{res}, batch {args.batch}, {args.threads} threads (median ms per {what}; ratio = effnet / peer)")
     for peer, ms in rows:
-        print(f"  {peer:12s} {ms:9.2f} ms  {args.batch * 1e3 / ms:8.1f} img/s   effnet/peer time {ours / ms:5.2f}")
+        print(f"  {peer:16s} {ms:9.2f} ms  {args.batch * 1e3 / ms:8.1f} img/s   effnet/peer time {ours / ms:5.2f}")
 
 
 if __name__ == "__main__":
