@@ -206,6 +206,18 @@ const fn lite(
     }
 }
 
+/// A named variant (`b0`, `lite2`, ...) or a custom base from comma-separated TF block strings (B0's stem,
+/// head, swish and resolution around them).
+pub fn network_by_name_or_blocks(text: &str) -> Result<NetworkConfig> {
+    if text.contains('_') {
+        let mut config = Variant::by_name("b0")?.config();
+        config.base = BaseNetwork::from_blocks(text, Activation::Swish, false)?;
+        config.name = "custom".into();
+        return Ok(config);
+    }
+    Ok(Variant::by_name(text)?.config())
+}
+
 /// The names accepted by [`Variant::by_name`], in table order.
 pub fn known_names() -> Vec<&'static str> {
     VARIANTS.iter().map(|v| v.name).collect()

@@ -44,6 +44,8 @@ enum Command {
     Bench(commands::bench::BenchArgs),
     /// Fine-tune pretrained weights or train from scratch on a folder of labelled images.
     Train(Box<commands::train::TrainArgs>),
+    /// The paper's grid search for alpha, beta, gamma, training every candidate on your images.
+    Search(Box<commands::search::SearchArgs>),
     /// Accuracy, top-5, per-class accuracy and confusion matrix of weights on labelled images.
     Eval(commands::eval::EvalArgs),
     /// Cut a few large images (one per class) into a train/val dataset of patches.
@@ -87,6 +89,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => commands::bench::run(args, cli.json),
         Command::Train(args) => commands::train::run(args, cli.json),
         Command::Eval(args) => commands::eval::run(args, cli.json),
+        Command::Search(args) => commands::search::run(args, cli.json),
         Command::Patches(args) => commands::patches::run(args),
     };
     match result {

@@ -3,8 +3,10 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use effnet_arch::scaling::{compound, custom};
-use effnet_arch::variant::{Activation, BaseNetwork};
-use effnet_arch::{Coefficients, NetworkConfig, Padding, Variant};
+use effnet_arch::variant::network_by_name_or_blocks;
+use effnet_arch::{Coefficients, NetworkConfig, Padding};
+use effnet_train::search::SearchResults;
+use std::path::PathBuf;
 
 /// Which network to describe.
 #[derive(Debug, Clone, Args)]
@@ -48,31 +50,43 @@ pub struct ScalingArgs {
     /// Resolution base of compound scaling.
     #[arg(long, default_value_t = 1.15)]
     pub gamma: f64,
+    /// Use the winning alpha, beta, gamma of an `effnet search` (its results.json) instead.
+    #[arg(long, conflicts_with_all = ["alpha", "beta", "gamma"])]
+    pub from_search: Option<PathBuf>,
 }
 
 impl ScalingArgs {
     /// The coefficients, validated.
     pub fn coefficients(&self) -> Result<Coefficients> {
-        let c = Coefficients {
-            alpha: self.alpha,
-            beta: self.beta,
-            gamma: self.gamma,
+        let c = match &self.from_search {
+            Some(path) => {
+                let results = SearchResults::read(path)?;
+                let w = results.winner.with_context(|| {
+                    format!(
+                        "{}: the search has no finished compound candidate yet",
+                        path.display()
+                    )
+                })?;
+                Coefficients {
+                    alpha: w.alpha,
+                    beta: w.beta,
+                    gamma: w.gamma,
+                }
+            }
+            None => Coefficients {
+                alpha: self.alpha,
+                beta: self.beta,
+                gamma: self.gamma,
+            },
         };
         c.validate()?;
         Ok(c)
     }
 }
 
-/// Resolves `--base` (or a positional model used as base) to a configuration.
+/// Resolves `--base` (or a positional model used as base) to a configuration (default b0).
 pub fn base_config(base: Option<&str>) -> Result<NetworkConfig> {
-    let text = base.unwrap_or("b0");
-    if text.contains('_') {
-        let mut config = Variant::by_name("b0")?.config();
-        config.base = BaseNetwork::from_blocks(text, Activation::Swish, false)?;
-        config.name = "custom".into();
-        return Ok(config);
-    }
-    Ok(Variant::by_name(text)?.config())
+    Ok(network_by_name_or_blocks(base.unwrap_or("b0"))?)
 }
 
 impl ModelArgs {

@@ -3,6 +3,7 @@
 use anyhow::{anyhow, Result};
 use effnet_arch::accuracy::published_curve;
 use effnet_train::run::EpochRecord;
+use effnet_train::search::{Kind, SearchResults};
 use effnet_weights::atomic::write_atomically_with;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, FontTransform};
@@ -236,6 +237,110 @@ pub fn plot_confusion(path: &Path, classes: &[String], confusion: &[Vec<usize>])
             ("sans-serif", 14),
         ))
         .map_err(draw_error)?;
+        root.present().map_err(draw_error)
+    })?)
+}
+
+/// Draws validation accuracy against MACs for every search candidate (compound grid points in blue, the base
+/// and the single-dimension scalings marked, the winner ringed), written atomically (PNG).
+pub fn plot_search(path: &Path, results: &SearchResults) -> Result<()> {
+    register_fonts();
+    let points: Vec<(f64, f64, Kind)> = results
+        .candidates
+        .iter()
+        .map(|r| {
+            (
+                r.macs as f64 / 1e6,
+                100.0 * r.val_accuracy,
+                r.candidate.kind,
+            )
+        })
+        .collect();
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y, _) in &points {
+        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+    }
+    if points.is_empty() {
+        (x0, x1, y0, y1) = (1.0, 10.0, 0.0, 100.0);
+    }
+    let winner = results
+        .candidates
+        .iter()
+        .find(|r| r.candidate.kind == Kind::Compound);
+    Ok(write_atomically_with(path, |tmp| -> Result<()> {
+        let root = BitMapBackend::new(tmp, (960, 640)).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_error)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                "compound-scaling search: validation accuracy vs multiply-adds",
+                ("sans-serif", 24),
+            )
+            .margin(20)
+            .x_label_area_size(50)
+            .y_label_area_size(60)
+            .build_cartesian_2d(
+                x0 * 0.9..x1 * 1.1,
+                (y0 - 3.0).max(0.0)..(y1 + 3.0).min(101.0),
+            )
+            .map_err(draw_error)?;
+        chart
+            .configure_mesh()
+            .x_desc("multiply-adds per image (M)")
+            .y_desc("validation top-1 (%)")
+            .label_style(("sans-serif", 16))
+            .draw()
+            .map_err(draw_error)?;
+        let styles = [
+            (Kind::Compound, "compound grid", BLUE),
+            (Kind::Baseline, "base (1, 1, 1)", BLACK),
+            (Kind::Depth, "depth only", RGBColor(230, 120, 0)),
+            (Kind::Width, "width only", RGBColor(0, 150, 0)),
+            (Kind::Resolution, "resolution only", RGBColor(170, 0, 170)),
+        ];
+        for (kind, label, colour) in styles {
+            let series: Vec<(f64, f64)> = points
+                .iter()
+                .filter(|p| p.2 == kind)
+                .map(|&(x, y, _)| (x, y))
+                .collect();
+            let size = if kind == Kind::Compound { 4 } else { 7 };
+            chart
+                .draw_series(
+                    series
+                        .iter()
+                        .map(|&p| Circle::new(p, size, colour.filled())),
+                )
+                .map_err(draw_error)?
+                .label(label)
+                .legend(move |(x, y)| Circle::new((x + 10, y), size, colour.filled()));
+        }
+        if let Some(w) = winner {
+            let at = (w.macs as f64 / 1e6, 100.0 * w.val_accuracy);
+            chart
+                .draw_series(std::iter::once(
+                    EmptyElement::at(at)
+                        + Circle::new((0, 0), 10, RED.stroke_width(2))
+                        + Text::new(
+                            format!(
+                                "winner ({}, {}, {})",
+                                crate::output::decimal(w.candidate.alpha),
+                                crate::output::decimal(w.candidate.beta),
+                                crate::output::decimal(w.candidate.gamma)
+                            ),
+                            (12, -20),
+                            ("sans-serif", 16),
+                        ),
+                ))
+                .map_err(draw_error)?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerLeft)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 16))
+            .draw()
+            .map_err(draw_error)?;
         root.present().map_err(draw_error)
     })?)
 }

@@ -12,6 +12,7 @@ pub mod model;
 pub mod optim;
 pub mod run;
 pub mod schedule;
+pub mod search;
 pub mod trainer;
 
 pub use config::{Recipe, TrainConfig};

@@ -10,4 +10,5 @@ pub mod info;
 pub mod patches;
 pub mod predict;
 pub mod scale;
+pub mod search;
 pub mod train;

@@ -1,0 +1,190 @@
+//! The compound-scaling search end to end through the binary: a tiny base on the texture patches at 32 px,
+//! interrupted and resumed without retraining finished candidates, and its winner fed to `effnet fit`.
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+const BASE: &str =
+    "r1_k3_s11_e1_i32_o16_se0.25,r2_k3_s22_e6_i16_o24_se0.25,r2_k5_s22_e6_i24_o40_se0.25";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn effnet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_effnet"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn json(o: &Output) -> Value {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).expect("JSON on stdout")
+}
+
+fn finished(results: &Path) -> Vec<String> {
+    std::fs::read_to_string(results)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .map(|v| {
+            v["candidates"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["id"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn state_times(run: &Path, ids: &[String]) -> BTreeMap<String, SystemTime> {
+    ids.iter()
+        .map(|id| {
+            let state = run.join("candidates").join(id).join("state.json");
+            (
+                id.clone(),
+                std::fs::metadata(state).unwrap().modified().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_tiny_search_runs_resumes_and_feeds_fit() {
+    let dir = std::env::temp_dir().join(format!("effnet-search-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data = dir.join("textures");
+    let images: Vec<String> = ["brick", "grass", "gravel"]
+        .iter()
+        .map(|n| {
+            root()
+                .join(format!("assets/images/{n}.png"))
+                .display()
+                .to_string()
+        })
+        .collect();
+    let mut cut = vec!["patches", "--out", data.to_str().unwrap()];
+    cut.extend(images.iter().map(String::as_str));
+    assert!(effnet(&cut).status.success());
+    let (train, val) = (data.join("train"), data.join("val"));
+    let run = dir.join("search");
+    let args = [
+        "search",
+        "--json",
+        "--data",
+        train.to_str().unwrap(),
+        "--val",
+        val.to_str().unwrap(),
+        "--base",
+        BASE,
+        "--img-size",
+        "32",
+        "--epochs",
+        "1",
+        "--batch",
+        "16",
+        "--grid",
+        "0.2",
+        "--tolerance",
+        "0.05",
+        "--out",
+        run.to_str().unwrap(),
+    ];
+
+    // Interrupted once two candidates are recorded.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_effnet"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let results_path = run.join("results.json");
+    let started = Instant::now();
+    while finished(&results_path).len() < 2 && started.elapsed() < Duration::from_secs(600) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = finished(&results_path);
+    assert!(before.len() >= 2, "{before:?}");
+    let times = state_times(&run, &before);
+
+    let results = json(&effnet(&[
+        "search",
+        "--json",
+        "--resume",
+        run.to_str().unwrap(),
+    ]));
+    let candidates = results["candidates"].as_array().unwrap();
+    // The base, three single-dimension controls and the 0.2-grid points within 0.05 of 2.
+    let compound: Vec<&Value> = candidates
+        .iter()
+        .filter(|c| c["kind"] == "compound")
+        .collect();
+    assert_eq!(compound.len(), 5, "{results}");
+    assert_eq!(candidates.len(), 9);
+    let mut ids: Vec<&str> = candidates
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 9, "every candidate once");
+    for c in &compound {
+        let (a, b, g) = (
+            c["alpha"].as_f64().unwrap(),
+            c["beta"].as_f64().unwrap(),
+            c["gamma"].as_f64().unwrap(),
+        );
+        assert!(a >= 1.0 && b >= 1.0 && g >= 1.0);
+        assert!((a * b * b * g * g - 2.0).abs() <= 0.05 + 1e-9, "{c}");
+        assert!((c["formula_ratio"].as_f64().unwrap() - a * b * b * g * g).abs() < 1e-9);
+    }
+    for kind in ["baseline", "depth", "width", "resolution"] {
+        let c = candidates.iter().find(|c| c["kind"] == kind).unwrap();
+        if kind != "baseline" {
+            assert!(c["macs_ratio"].as_f64().unwrap() >= 2.0, "{c}");
+        }
+        assert!(c["val_accuracy"].as_f64().unwrap() > 0.0);
+    }
+    // Finished candidates were not retrained.
+    assert_eq!(state_times(&run, &before), times);
+    assert!(run.join("results.png").exists());
+
+    // Ranked best first, and the winner is the best compound candidate.
+    let accuracies: Vec<f64> = candidates
+        .iter()
+        .map(|c| c["val_accuracy"].as_f64().unwrap())
+        .collect();
+    assert!(accuracies.windows(2).all(|w| w[0] >= w[1]));
+    let winner = &results["winner"];
+    assert_eq!(winner["alpha"], compound[0]["alpha"]);
+    assert_eq!(winner["gamma"], compound[0]["gamma"]);
+
+    // Step 2: the searched coefficients scale B0 within a budget.
+    let fit = json(&effnet(&[
+        "fit",
+        "--json",
+        "--from-search",
+        results_path.to_str().unwrap(),
+        "--max-macs",
+        "1e9",
+    ]));
+    let phi = fit["phi"].as_f64().unwrap();
+    let depth = winner["alpha"].as_f64().unwrap().powf(phi);
+    let width = winner["beta"].as_f64().unwrap().powf(phi);
+    assert!(
+        (fit["depth"].as_f64().unwrap() - depth).abs() < 1e-9,
+        "{fit}"
+    );
+    assert!(
+        (fit["width"].as_f64().unwrap() - width).abs() < 1e-9,
+        "{fit}"
+    );
+    assert!(fit["macs"].as_u64().unwrap() <= 1_000_000_000);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
