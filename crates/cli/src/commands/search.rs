@@ -4,7 +4,8 @@
 
 use crate::output::{decimal, print_json, table, thousands};
 use crate::plot::plot_search;
-use anyhow::{bail, Result};
+use crate::run_args::RunArgs;
+use anyhow::Result;
 use clap::Args;
 use effnet_train::search::{
     search, Candidate, CandidateResult, SearchConfig, SearchObserver, SearchResults,
@@ -14,21 +15,8 @@ use std::path::PathBuf;
 /// Arguments of `effnet search`.
 #[derive(Debug, Args)]
 pub struct SearchArgs {
-    /// Training images: one sub-folder per class.
-    #[arg(long, conflicts_with = "resume")]
-    data: Option<PathBuf>,
-    /// Validation images with the same classes (default: hold out --val-fraction of --data).
-    #[arg(long)]
-    val: Option<PathBuf>,
-    /// Share of each class held out when there is no --val folder.
-    #[arg(long, default_value_t = 0.2)]
-    val_fraction: f64,
-    /// Output folder of a new search.
-    #[arg(long, conflicts_with = "resume")]
-    out: Option<PathBuf>,
-    /// Continue the search in this folder, skipping finished candidates.
-    #[arg(long)]
-    resume: Option<PathBuf>,
+    #[command(flatten)]
+    run: RunArgs,
     /// The base network: a model name or comma-separated TF block strings.
     #[arg(long, default_value = "b0")]
     base: String,
@@ -149,20 +137,17 @@ fn print_ranking(results: &SearchResults) {
 
 /// Runs `effnet search`.
 pub fn run(args: &SearchArgs, json: bool) -> Result<()> {
-    let (root, resume) = match (&args.resume, &args.out) {
-        (Some(dir), _) => (dir.clone(), true),
-        (None, Some(out)) => (out.clone(), false),
-        (None, None) => bail!("give --out RUN for a new search, or --resume RUN to continue one"),
-    };
-    let data = match (&args.data, resume) {
-        (Some(d), _) => d.clone(),
-        (None, true) => PathBuf::new(),
-        (None, false) => bail!("--data is required for a new search"),
+    let (root, resume) = args.run.folder()?;
+    // A resumed search reads its data and settings from its folder.
+    let data = if resume {
+        PathBuf::new()
+    } else {
+        args.run.data()?
     };
     let config = SearchConfig {
         data,
-        val: args.val.clone(),
-        val_fraction: args.val_fraction,
+        val: args.run.val.clone(),
+        val_fraction: args.run.val_fraction,
         base: args.base.clone(),
         img_size: args.img_size,
         phi: args.phi,

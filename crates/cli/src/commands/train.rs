@@ -5,6 +5,7 @@
 use crate::model_args::{base_config, ScalingArgs};
 use crate::output::print_json;
 use crate::plot::plot_training_curves;
+use crate::run_args::RunArgs;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use effnet_arch::scaling::compound;
@@ -22,21 +23,8 @@ use std::sync::Mutex;
 /// Arguments of `effnet train`.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// Training images: one sub-folder per class (DIR/class/*.jpg).
-    #[arg(long, conflicts_with = "resume")]
-    data: Option<PathBuf>,
-    /// Validation images with the same classes (default: hold out --val-fraction of --data).
-    #[arg(long)]
-    val: Option<PathBuf>,
-    /// Share of each class held out for validation when there is no --val folder.
-    #[arg(long, default_value_t = 0.2)]
-    val_fraction: f64,
-    /// Output folder of a new run.
-    #[arg(long, conflicts_with = "resume")]
-    out: Option<PathBuf>,
-    /// Continue the run in this folder where it stopped (settings are read from it; --epochs may extend it).
-    #[arg(long)]
-    resume: Option<PathBuf>,
+    #[command(flatten)]
+    run: RunArgs,
     /// Pretrained weights to fine-tune (any format `predict` reads); a new classifier is fitted to the classes.
     #[arg(long, conflicts_with = "resume")]
     weights: Option<PathBuf>,
@@ -157,10 +145,7 @@ impl TrainArgs {
     }
 
     fn config(&self) -> Result<TrainConfig> {
-        let data = self
-            .data
-            .clone()
-            .context("--data is required for a new run")?;
+        let data = self.run.data()?;
         let recipe = match self.recipe.as_deref() {
             Some("official") => Recipe::Official,
             Some("finetune") => Recipe::Finetune,
@@ -188,8 +173,8 @@ impl TrainArgs {
             self.batch,
             img_size,
         );
-        config.val = self.val.clone();
-        config.val_fraction = self.val_fraction;
+        config.val = self.run.val.clone();
+        config.val_fraction = self.run.val_fraction;
         config.network = network;
         config.weights = self.weights.clone();
         config.seed = self.seed;
@@ -314,17 +299,16 @@ impl Observer for Progress {
 
 /// Runs `effnet train`.
 pub fn run(args: &TrainArgs, json: bool) -> Result<()> {
-    let (run_dir, config, resume) = match (&args.resume, &args.out) {
-        (Some(dir), _) => {
-            let run = RunDir::new(dir);
-            let mut saved = run.read_config()?;
-            if let Some(epochs) = args.epochs {
-                saved.epochs = epochs;
-            }
-            (run, saved, true)
+    let (folder, resume) = args.run.folder()?;
+    let run_dir = RunDir::new(folder);
+    let config = if resume {
+        let mut saved = run_dir.read_config()?;
+        if let Some(epochs) = args.epochs {
+            saved.epochs = epochs;
         }
-        (None, Some(out)) => (RunDir::new(out), args.config()?, false),
-        (None, None) => bail!("give --out RUN for a new run, or --resume RUN to continue one"),
+        saved
+    } else {
+        args.config()?
     };
     let progress = Progress {
         bar: Mutex::new(None),

