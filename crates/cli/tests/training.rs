@@ -260,6 +260,14 @@ fn bad_training_input_gets_one_clear_message() {
     let e = fail(&["train", "--data", data.to_str().unwrap()]);
     assert!(e.contains("--out"), "{e}");
 
+    #[cfg(not(feature = "wgpu"))]
+    {
+        let mut on_gpu = base.to_vec();
+        on_gpu.extend(["--device", "wgpu"]);
+        let e = fail(&on_gpu);
+        assert!(e.contains("--features wgpu"), "{e}");
+    }
+
     // Unreadable images are skipped with a warning naming each, and the run goes on.
     let mut tiny = base.to_vec();
     tiny.extend([

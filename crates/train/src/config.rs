@@ -79,6 +79,9 @@ pub struct TrainConfig {
     pub rand_augment: Option<RandAugmentConfig>,
     /// Threads decoding and augmenting images.
     pub workers: usize,
+    /// Where the network trains.
+    #[serde(default)]
+    pub accelerator: crate::trainer::Accelerator,
 }
 
 impl TrainConfig {
@@ -138,6 +141,7 @@ impl TrainConfig {
             flip: 0.5,
             rand_augment: None,
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            accelerator: crate::trainer::Accelerator::Cpu,
         }
     }
 }

@@ -78,6 +78,7 @@ impl Ema {
 mod tests {
     use super::*;
     use crate::init::initial_weights;
+    use burn::tensor::Device;
     use effnet_arch::{resolve, Variant};
 
     #[test]
@@ -87,8 +88,12 @@ mod tests {
         let plan = resolve(&config).unwrap();
         let a = initial_weights(&plan, 1);
         let b = initial_weights(&plan, 2);
-        let model_b = EfficientNet::trainable(&plan, &b).unwrap();
-        let mut ema = Ema::new(&EfficientNet::trainable(&plan, &a).unwrap(), 0.9999, 0);
+        let model_b = EfficientNet::trainable(&plan, &b, &Device::flex()).unwrap();
+        let mut ema = Ema::new(
+            &EfficientNet::trainable(&plan, &a, &Device::flex()).unwrap(),
+            0.9999,
+            0,
+        );
         // First update: d = (1 + 1) / (10 + 1).
         assert!((ema.next_decay() - 2.0 / 11.0).abs() < 1e-12);
         ema.update(&model_b);

@@ -370,9 +370,9 @@ impl EfficientNet {
         })
     }
 
-    /// Builds the network on burn's CPU backend with autodiff, every parameter trainable.
-    pub fn trainable(plan: &Plan, tensors: &Tensors) -> Result<Self> {
-        Ok(Self::new(plan, tensors, &Device::flex())?.train())
+    /// Builds the network on `device` with autodiff enabled, every parameter trainable.
+    pub fn trainable(plan: &Plan, tensors: &Tensors, device: &Device) -> Result<Self> {
+        Ok(Self::new(plan, tensors, device)?.train())
     }
 
     /// Pooled features `[N, head channels]` of an NCHW batch.
@@ -435,5 +435,43 @@ impl EfficientNet {
             to_weight_tensor(self.classifier.bias.val()),
         );
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::init::initial_weights;
+    use crate::optim::OptimizerKind;
+    use burn::optim::GradientsParams;
+    use effnet_arch::{resolve, Variant};
+
+    #[test]
+    fn a_frozen_backbone_leaves_everything_but_the_classifier_untouched() {
+        let mut config = Variant::by_name("b0").unwrap().config();
+        config.resolution = 32;
+        config.num_classes = 3;
+        let plan = resolve(&config).unwrap();
+        let before = initial_weights(&plan, 3);
+        let model = EfficientNet::trainable(&plan, &before, &Device::flex())
+            .unwrap()
+            .with_frozen_backbone(true);
+        let x = Tensor::<4>::random(
+            [4, 3, 32, 32],
+            Distribution::Normal(0.0, 1.0),
+            &Device::flex().autodiff(),
+        );
+        let loss = model.forward(x).square().mean();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let after = OptimizerKind::Adamw
+            .init(0.01)
+            .step(1e-2, model, grads)
+            .valid()
+            .export();
+        for (name, old) in &before {
+            let changed = old.data != after[name].data;
+            // Running statistics included: frozen batch norm uses them instead of updating them.
+            assert_eq!(changed, name.starts_with("classifier"), "{name}");
+        }
     }
 }

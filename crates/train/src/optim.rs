@@ -203,7 +203,7 @@ mod tests {
         config.num_classes = 3;
         let plan = resolve(&config).unwrap();
         let before = initial_weights(&plan, 1);
-        let model = EfficientNet::trainable(&plan, &before).unwrap();
+        let model = EfficientNet::trainable(&plan, &before, &Device::flex()).unwrap();
         let x = Tensor::<4>::zeros([2, 3, 16, 16], &Device::flex().autodiff());
         // A zero loss: every gradient is exactly zero, so only the decoupled decay moves parameters.
         let loss = model.forward(x).sum().mul_scalar(0.0);

@@ -239,18 +239,48 @@ fn train_step(
     (optimizer.step(lr, model, grads), loss_value, hits)
 }
 
-/// The training device: burn's flex CPU backend with autodiff (where [`EfficientNet::trainable`] puts
-/// the model).
-pub fn training_device() -> Device {
-    Device::flex().autodiff()
+/// Where a run trains.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accelerator {
+    /// burn's flex CPU backend.
+    #[default]
+    Cpu,
+    /// burn's wgpu backend (Vulkan, Metal or DX12), in builds with the `wgpu` feature.
+    Wgpu,
+}
+
+impl Accelerator {
+    /// Parses a command-line name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "cpu" => Some(Self::Cpu),
+            "wgpu" | "gpu" => Some(Self::Wgpu),
+            _ => None,
+        }
+    }
+
+    /// The device (without autodiff) the model and its tensors live on.
+    pub fn device(self) -> Result<Device> {
+        match self {
+            Self::Cpu => Ok(Device::flex()),
+            #[cfg(feature = "wgpu")]
+            Self::Wgpu => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
+            #[cfg(not(feature = "wgpu"))]
+            Self::Wgpu => Err(TrainError::Options(
+                "this build has no GPU backend: build effnet with `--features wgpu`".into(),
+            )),
+        }
+    }
 }
 
 /// Times `steps` training steps (forward, backward, optimizer) of `plan` at `batch` images on random data,
 /// after one warm-up step; returns the median seconds per step.
 pub fn time_train_steps(plan: &Plan, batch: usize, steps: usize) -> Result<f64> {
-    let device = training_device();
+    let base = Accelerator::Cpu.device()?;
+    let device = base.clone().autodiff();
     let tensors = initial_weights(plan, 0);
-    let mut model = EfficientNet::trainable(plan, &tensors)?;
+    let mut model = EfficientNet::trainable(plan, &tensors, &base)?;
     let mut optimizer = crate::optim::OptimizerKind::Rmsprop.init(1e-5);
     let size = plan.config.resolution as usize;
     let labels: Vec<usize> = (0..batch)
@@ -306,6 +336,7 @@ pub fn train(
         (config, RunState::default())
     };
     validate(&config)?;
+    let base_device = config.accelerator.device()?;
     let data = Datasets::open(&config)?;
     let classes = data.train.classes.clone();
     let (start, checkpoint) = if state.epoch > 0 {
@@ -317,8 +348,8 @@ pub fn train(
     if !resume {
         run.create(&config)?;
     }
-    let device = training_device();
-    let mut model = EfficientNet::trainable(&start.plan, &start.tensors)?;
+    let device = base_device.clone().autodiff();
+    let mut model = EfficientNet::trainable(&start.plan, &start.tensors, &base_device)?;
     model.set_bn_momentum(config.bn_momentum);
     let mut optimizer = config.optimizer.init(config.weight_decay);
     let mut ema = config
@@ -334,7 +365,7 @@ pub fn train(
                 )
             })?;
         if let (Some(ema), Some(tensors)) = (ema.as_mut(), checkpoint.ema.as_ref()) {
-            ema.model = EfficientNet::new(&start.plan, tensors, &Device::flex())?;
+            ema.model = EfficientNet::new(&start.plan, tensors, &base_device)?;
         }
     }
     let preprocessing = start.metadata.config.preprocessing;

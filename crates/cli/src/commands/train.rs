@@ -14,7 +14,7 @@ use effnet_train::evaluate::Evaluation;
 use effnet_train::optim::OptimizerKind;
 use effnet_train::run::{EpochRecord, RunState};
 use effnet_train::schedule::Decay;
-use effnet_train::trainer::{Observer, StepProgress};
+use effnet_train::trainer::{Accelerator, Observer, StepProgress};
 use effnet_train::{train, RunDir};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
@@ -88,6 +88,9 @@ pub struct TrainArgs {
     /// No horizontal flips.
     #[arg(long)]
     no_flip: bool,
+    /// Where to train: cpu, or wgpu (a GPU through Vulkan / Metal / DX12, in builds with `--features wgpu`).
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// Seed of initialisation, split, data order, augmentation and dropout.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -222,6 +225,8 @@ impl TrainArgs {
         config.min_crop = self.min_crop;
         config.flip = if self.no_flip { 0.0 } else { 0.5 };
         config.workers = rayon::current_num_threads();
+        config.accelerator = Accelerator::from_name(&self.device)
+            .with_context(|| format!("unknown device `{}`: use cpu or wgpu", self.device))?;
         Ok(config)
     }
 }
