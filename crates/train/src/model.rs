@@ -176,11 +176,11 @@ impl ConvUnit {
             out.insert(format!("{n}.bn.bias"), to_weight_tensor(bn.beta.val()));
             out.insert(
                 format!("{n}.bn.running_mean"),
-                to_weight_tensor(bn.running_mean.value()),
+                to_weight_tensor(bn.running_mean.value_sync()),
             );
             out.insert(
                 format!("{n}.bn.running_var"),
-                to_weight_tensor(bn.running_var.value()),
+                to_weight_tensor(bn.running_var.value_sync()),
             );
         }
     }
