@@ -255,6 +255,14 @@ fn single_dimension(
         gamma: if kind == Kind::Resolution { c } else { 1.0 },
     };
     let (mut lo, mut hi) = (1.0f64, target.max(1.0) * 2.0);
+    while macs(&scaled(base, phi, &make(hi))?)? < target_macs {
+        if hi > 64.0 {
+            return Err(TrainError::Options(format!(
+                "{kind:?} scaling alone cannot reach {target_macs} multiply-adds"
+            )));
+        }
+        (lo, hi) = (hi, hi * 2.0);
+    }
     for _ in 0..40 {
         let mid = 0.5 * (lo + hi);
         if macs(&scaled(base, phi, &make(mid))?)? >= target_macs {
