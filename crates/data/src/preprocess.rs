@@ -4,7 +4,7 @@
 
 use crate::files::DataError;
 use effnet_arch::preprocess::{Interpolation, Preprocessing};
-use fast_image_resize::images::Image;
+use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
 use std::path::Path;
@@ -120,13 +120,9 @@ pub fn resize_region(
     interpolation: Interpolation,
     resolution: u32,
 ) -> RgbImage {
-    let src = Image::from_vec_u8(
-        img.width(),
-        img.height(),
-        img.as_raw().clone(),
-        PixelType::U8x3,
-    )
-    .expect("buffer size matches the image");
+    // Borrowed, not copied: this runs for every training image.
+    let src = ImageRef::new(img.width(), img.height(), img.as_raw(), PixelType::U8x3)
+        .expect("buffer size matches the image");
     let mut dst = Image::new(resolution, resolution, PixelType::U8x3);
     Resizer::new()
         .resize(&src, &mut dst, &resize_options(region, interpolation))

@@ -307,13 +307,6 @@ pub fn time_train_steps(plan: &Plan, batch: usize, steps: usize) -> Result<f64> 
     Ok(times[times.len() / 2])
 }
 
-fn evaluation_weights(model: &EfficientNet, ema: Option<&Ema>) -> Tensors {
-    match ema {
-        Some(ema) => ema.model.export(),
-        None => model.valid().export(),
-    }
-}
-
 /// Runs (or, with `resume`, continues) the training run in `run` and returns its final state.
 ///
 /// A new run writes `config` to the run folder; a resumed run reads its settings from there, and only
@@ -438,7 +431,12 @@ pub fn train(
         })?;
         model = current.expect("the model is put back after every step");
         let train_seconds = started.elapsed().as_secs_f64();
-        let weights = evaluation_weights(&model, ema.as_ref());
+        // The trained weights go into the checkpoint; evaluation and export use the average when there is one.
+        let trained = model.valid().export();
+        let weights = match ema.as_ref() {
+            Some(ema) => ema.model.export(),
+            None => trained.clone(),
+        };
         let engine = Engine::new(&start.plan, &weights);
         let evaluation = evaluate(
             &engine,
@@ -483,7 +481,7 @@ pub fn train(
             )
         })?;
         let checkpoint = Checkpoint {
-            model: model.valid().export(),
+            model: trained,
             ema: ema.as_ref().map(|e| e.model.export()),
             optimizer: optimizer_bytes.to_vec(),
         };
