@@ -20,4 +20,4 @@ pub use error::{Result, TrainError};
 pub use evaluate::{evaluate, Evaluation};
 pub use model::EfficientNet;
 pub use run::RunDir;
-pub use trainer::{train, Observer};
+pub use trainer::{train, Begin, Observer};

@@ -16,7 +16,7 @@
 use crate::config::{Recipe, TrainConfig};
 use crate::error::{Result, TrainError};
 use crate::run::RunDir;
-use crate::trainer::{train, Silent};
+use crate::trainer::{train, Begin, Silent};
 use effnet_arch::scaling::compound;
 use effnet_arch::variant::network_by_name_or_blocks;
 use effnet_arch::{account, resolve, Coefficients, NetworkConfig};
@@ -392,7 +392,12 @@ fn train_candidate(
     }
     train_config.network = Some(network.clone());
     train_config.workers = (train_config.workers / config.jobs).max(1);
-    let state = train(&run, train_config, resume, &Silent)?;
+    let begin = if resume {
+        Begin::Resume { epochs: None }
+    } else {
+        Begin::New(Box::new(train_config))
+    };
+    let state = train(&run, begin, &Silent)?;
     let seconds = state.records.iter().map(|r| r.seconds).sum::<f64>();
     Ok(CandidateResult {
         id: candidate.id(),

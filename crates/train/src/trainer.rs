@@ -307,26 +307,31 @@ pub fn time_train_steps(plan: &Plan, batch: usize, steps: usize) -> Result<f64> 
     Ok(times[times.len() / 2])
 }
 
-/// Runs (or, with `resume`, continues) the training run in `run` and returns its final state.
-///
-/// A new run writes `config` to the run folder; a resumed run reads its settings from there, and only
-/// `config.epochs` (to extend the run) is taken from the caller.
-pub fn train(
-    run: &RunDir,
-    config: TrainConfig,
-    resume: bool,
-    observer: &dyn Observer,
-) -> Result<RunState> {
-    let (config, mut state) = if resume {
-        let mut saved = run.read_config()?;
-        if config.epochs != saved.epochs {
-            saved.epochs = config.epochs;
-            run.write_config(&saved)?;
+/// How a call to [`train`] begins.
+#[derive(Debug, Clone)]
+pub enum Begin {
+    /// A new run with these settings (written to the run folder).
+    New(Box<TrainConfig>),
+    /// Continue the run in the folder with its own settings, optionally extended to `epochs`.
+    Resume {
+        /// A new total number of epochs.
+        epochs: Option<usize>,
+    },
+}
+
+/// Runs a new training run in `run`, or continues the one there, and returns its final state.
+pub fn train(run: &RunDir, begin: Begin, observer: &dyn Observer) -> Result<RunState> {
+    let resume = matches!(begin, Begin::Resume { .. });
+    let (config, mut state) = match begin {
+        Begin::New(config) => (*config, RunState::default()),
+        Begin::Resume { epochs } => {
+            let mut saved = run.read_config()?;
+            if let Some(epochs) = epochs.filter(|&e| e != saved.epochs) {
+                saved.epochs = epochs;
+                run.write_config(&saved)?;
+            }
+            (saved, run.read_state()?)
         }
-        let state = run.read_state()?;
-        (saved, state)
-    } else {
-        (config, RunState::default())
     };
     validate(&config)?;
     let base_device = config.accelerator.device()?;

@@ -14,7 +14,7 @@ use effnet_train::evaluate::Evaluation;
 use effnet_train::optim::OptimizerKind;
 use effnet_train::run::{EpochRecord, RunState};
 use effnet_train::schedule::Decay;
-use effnet_train::trainer::{Accelerator, Observer, StepProgress};
+use effnet_train::trainer::{Accelerator, Begin, Observer, StepProgress};
 use effnet_train::{train, RunDir};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
@@ -306,21 +306,19 @@ impl Observer for Progress {
 pub fn run(args: &TrainArgs, json: bool) -> Result<()> {
     let (folder, resume) = args.run.folder()?;
     let run_dir = RunDir::new(folder);
-    let config = if resume {
-        let mut saved = run_dir.read_config()?;
-        if let Some(epochs) = args.epochs {
-            saved.epochs = epochs;
+    let begin = if resume {
+        Begin::Resume {
+            epochs: args.epochs,
         }
-        saved
     } else {
-        args.config()?
+        Begin::New(Box::new(args.config()?))
     };
     let progress = Progress {
         bar: Mutex::new(None),
         curves: run_dir.root.join("curves.png"),
         json,
     };
-    let state = train(&run_dir, config, resume, &progress)?;
+    let state = train(&run_dir, begin, &progress)?;
     if json {
         return print_json(&state);
     }
