@@ -77,15 +77,12 @@ impl Ema {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::init::initial_weights;
+    use crate::init::{initial_weights, small_b0};
     use burn::tensor::Device;
-    use effnet_arch::{resolve, Variant};
 
     #[test]
     fn the_average_follows_the_warmup_ramp_then_the_decay() {
-        let mut config = Variant::by_name("b0").unwrap().config();
-        config.resolution = 16;
-        let plan = resolve(&config).unwrap();
+        let plan = small_b0(16, 1000);
         let a = initial_weights(&plan, 1);
         let b = initial_weights(&plan, 2);
         let model_b = EfficientNet::trainable(&plan, &b, &Device::flex()).unwrap();

@@ -63,3 +63,12 @@ pub fn new_classifier(plan: &Plan, tensors: &mut Tensors, seed: u64) {
         }
     }
 }
+
+/// A B0 plan at `resolution` with `classes` outputs, for tests.
+#[cfg(test)]
+pub(crate) fn small_b0(resolution: u32, classes: u32) -> Plan {
+    let mut config = effnet_arch::Variant::by_name("b0").unwrap().config();
+    config.resolution = resolution;
+    config.num_classes = classes;
+    effnet_arch::resolve(&config).unwrap()
+}

@@ -441,17 +441,13 @@ impl EfficientNet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::init::initial_weights;
+    use crate::init::{initial_weights, small_b0};
     use crate::optim::OptimizerKind;
     use burn::optim::GradientsParams;
-    use effnet_arch::{resolve, Variant};
 
     #[test]
     fn a_frozen_backbone_leaves_everything_but_the_classifier_untouched() {
-        let mut config = Variant::by_name("b0").unwrap().config();
-        config.resolution = 32;
-        config.num_classes = 3;
-        let plan = resolve(&config).unwrap();
+        let plan = small_b0(32, 3);
         let before = initial_weights(&plan, 3);
         let model = EfficientNet::trainable(&plan, &before, &Device::flex())
             .unwrap()

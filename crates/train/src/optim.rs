@@ -152,12 +152,11 @@ fn with_decay_groups<O: Optimizer>(weight_decay: f64, make: impl Fn(f64) -> O) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::init::initial_weights;
+    use crate::init::{initial_weights, small_b0};
     use crate::model::EfficientNet;
     use burn::module::Module;
     use burn::optim::GradientsParams;
     use burn::tensor::TensorData;
-    use effnet_arch::{resolve, Variant};
 
     #[test]
     fn tf_rmsprop_follows_the_tensorflow_update_rule() {
@@ -198,10 +197,7 @@ mod tests {
 
     #[test]
     fn weight_decay_shrinks_kernels_and_spares_batch_norm_and_biases() {
-        let mut config = Variant::by_name("b0").unwrap().config();
-        config.resolution = 16;
-        config.num_classes = 3;
-        let plan = resolve(&config).unwrap();
+        let plan = small_b0(16, 3);
         let before = initial_weights(&plan, 1);
         let model = EfficientNet::trainable(&plan, &before, &Device::flex()).unwrap();
         let x = Tensor::<4>::zeros([2, 3, 16, 16], &Device::flex().autodiff());
