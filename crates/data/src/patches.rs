@@ -4,6 +4,7 @@
 
 use crate::files::DataError;
 use crate::preprocess::decode;
+use effnet_weights::atomic::write_atomically;
 use image::RgbImage;
 use std::path::{Path, PathBuf};
 
@@ -41,9 +42,7 @@ fn write_png(path: &Path, img: &RgbImage) -> Result<(), DataError> {
         image::ImageFormat::Png,
     )
     .map_err(|e| fail(format!("cannot encode: {e}")))?;
-    let tmp = path.with_extension("png.tmp");
-    std::fs::write(&tmp, &bytes).map_err(|e| fail(format!("cannot write: {e}")))?;
-    std::fs::rename(&tmp, path).map_err(|e| fail(format!("cannot write: {e}")))
+    write_atomically(path, &bytes).map_err(|e| fail(e.reason))
 }
 
 /// Cuts every image into `out/train/{class}/` and `out/val/{class}/` (class = file stem) and returns the

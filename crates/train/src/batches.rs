@@ -6,6 +6,7 @@
 use effnet_arch::preprocess::Preprocessing;
 use effnet_data::augment::{augment, Augment};
 use effnet_data::{decode, Sample};
+use effnet_weights::random::mix;
 use image::RgbImage;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -64,12 +65,9 @@ pub struct TrainLoader {
 
 /// A mixing of the run seed with an epoch and a position, so every image gets its own stream.
 fn stream_seed(seed: u64, epoch: usize, index: usize) -> u64 {
-    let mut z = seed
+    mix(seed
         ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ (index as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+        ^ (index as u64).wrapping_mul(0xD1B5_4A32_D192_ED03))
 }
 
 impl TrainLoader {

@@ -15,6 +15,7 @@ use effnet_arch::plan::{Block, Conv};
 use effnet_arch::variant::Activation;
 use effnet_arch::Plan;
 use effnet_weights::layout::params;
+use effnet_weights::random::fnv1a64;
 use effnet_weights::Tensor as WeightTensor;
 use std::collections::BTreeMap;
 
@@ -26,10 +27,7 @@ pub type Tensors = BTreeMap<String, WeightTensor>;
 
 /// A stable parameter id from a canonical name (FNV-1a), so optimizer state matches across processes.
 pub fn param_id(name: &str) -> ParamId {
-    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    ParamId::from(hash)
+    ParamId::from(fnv1a64(name))
 }
 
 fn tensor<const D: usize>(tensors: &Tensors, name: &str, device: &Device) -> Result<Tensor<D>> {

@@ -73,12 +73,14 @@ fn io_error(path: &Path, what: &str, e: impl std::fmt::Display) -> TrainError {
     TrainError::run(path, format!("cannot {what}: {e}"))
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+/// Reads a JSON file, naming it in any error.
+pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| io_error(path, "read", e))?;
     serde_json::from_str(&text).map_err(|e| TrainError::run(path, format!("is not valid: {e}")))
 }
 
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+/// Writes pretty JSON atomically.
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value).expect("serialisable");
     write_atomically(path, text.as_bytes()).map_err(|e| TrainError::run(path, e.reason))
 }
@@ -169,7 +171,8 @@ impl RunDir {
         read_json(&self.state_path())
     }
 
-    /// Writes a complete checkpoint of `state.epoch`, then commits `state`, then drops older checkpoints.
+    /// Writes a complete checkpoint of `state.epoch` (with the run's `metadata`), then commits `state`,
+    /// then drops older checkpoints.
     pub fn commit(
         &self,
         state: &RunState,
@@ -210,23 +213,26 @@ impl RunDir {
         Ok(())
     }
 
-    /// The checkpoint `state.json` names.
-    pub fn read_checkpoint(&self, state: &RunState) -> Result<Checkpoint> {
+    /// The checkpoint `state.json` names, with the run's metadata (network, classes, provenance).
+    pub fn read_checkpoint(&self, state: &RunState) -> Result<(Checkpoint, WeightMetadata)> {
         let dir = self.checkpoint_path(state.epoch);
-        let tensors =
-            |name: &str| -> Result<Tensors> { Ok(read_safetensors(&dir.join(name))?.tensors) };
+        let model_path = dir.join("model.safetensors");
+        let model = read_safetensors(&model_path)?;
+        let metadata = WeightMetadata::from_map(&model_path, &model.metadata)?
+            .ok_or_else(|| TrainError::run(&model_path, "has no effnet metadata"))?;
         let ema_path = dir.join("ema.safetensors");
         let optimizer_path = dir.join("optimizer.bpk");
-        Ok(Checkpoint {
-            model: tensors("model.safetensors")?,
+        let checkpoint = Checkpoint {
+            model: model.tensors,
             ema: if ema_path.exists() {
-                Some(tensors("ema.safetensors")?)
+                Some(read_safetensors(&ema_path)?.tensors)
             } else {
                 None
             },
             optimizer: std::fs::read(&optimizer_path)
                 .map_err(|e| io_error(&optimizer_path, "read", e))?,
-        })
+        };
+        Ok((checkpoint, metadata))
     }
 
     /// Writes evaluated weights (`last` or `best`) with their metadata.

@@ -15,12 +15,11 @@
 
 use crate::config::{Recipe, TrainConfig};
 use crate::error::{Result, TrainError};
-use crate::run::RunDir;
+use crate::run::{read_json, write_json, RunDir};
 use crate::trainer::{train, Begin, Silent};
 use effnet_arch::scaling::compound;
 use effnet_arch::variant::network_by_name_or_blocks;
 use effnet_arch::{account, resolve, Coefficients, NetworkConfig};
-use effnet_weights::atomic::write_atomically;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -171,10 +170,7 @@ pub struct SearchResults {
 impl SearchResults {
     /// Reads `results.json`.
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| TrainError::run(path, format!("cannot read: {e}")))?;
-        serde_json::from_str(&text)
-            .map_err(|e| TrainError::run(path, format!("is not a search result: {e}")))
+        read_json(path)
     }
 
     fn rank(&mut self) {
@@ -328,11 +324,6 @@ impl SearchDir {
     }
 }
 
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).expect("serialisable");
-    write_atomically(path, text.as_bytes()).map_err(|e| TrainError::run(path, e.reason))
-}
-
 fn validate(config: &SearchConfig) -> Result<()> {
     let checks = [
         (
@@ -433,10 +424,7 @@ pub fn search(
                 "is not a search folder (no search.json)",
             ));
         }
-        let text = std::fs::read_to_string(dir.config_path())
-            .map_err(|e| TrainError::run(dir.config_path(), format!("cannot read: {e}")))?;
-        let saved: SearchConfig = serde_json::from_str(&text)
-            .map_err(|e| TrainError::run(dir.config_path(), format!("is not valid: {e}")))?;
+        let saved: SearchConfig = read_json(&dir.config_path())?;
         let results = if dir.results_path().exists() {
             SearchResults::read(&dir.results_path())?
         } else {

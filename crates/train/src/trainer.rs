@@ -19,7 +19,6 @@ use effnet_arch::{resolve, Plan};
 use effnet_data::augment::{Augment, RandAugment};
 use effnet_data::{ImageFolder, Sample};
 use effnet_engine::Engine;
-use effnet_weights::safetensors_io::read_safetensors;
 use effnet_weights::{load, LoadOptions, Provenance, WeightMetadata};
 use std::path::Path;
 use std::time::Instant;
@@ -156,11 +155,7 @@ fn start_from_checkpoint(
     state: &RunState,
     classes: &[String],
 ) -> Result<(Start, Checkpoint)> {
-    let checkpoint = run.read_checkpoint(state)?;
-    let last = run.last_path();
-    let contents = read_safetensors(&last)?;
-    let metadata = WeightMetadata::from_map(&last, &contents.metadata)?
-        .ok_or_else(|| TrainError::run(&last, "has no effnet metadata"))?;
+    let (checkpoint, metadata) = run.read_checkpoint(state)?;
     if metadata.labels != classes {
         return Err(TrainError::run(
             &run.root,
@@ -490,7 +485,7 @@ pub fn train(run: &RunDir, begin: Begin, observer: &dyn Observer) -> Result<RunS
             ema: ema.as_ref().map(|e| e.model.export()),
             optimizer: optimizer_bytes.to_vec(),
         };
-        run.commit(&state, &checkpoint, &metadata)?;
+        run.commit(&state, &checkpoint, &start.metadata)?;
         observer.epoch_finished(&record, &state, &evaluation);
     }
     Ok(state)

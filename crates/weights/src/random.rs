@@ -19,13 +19,15 @@ const CLASSIFIER_GAIN: f64 = 50.0;
 
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
 
-fn fnv1a64(text: &str) -> u64 {
+/// FNV-1a, 64 bits: a stable hash of a name.
+pub fn fnv1a64(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }
 
-fn mix(mut z: u64) -> u64 {
+/// splitmix64's finaliser: spreads the bits of `z` over the whole word.
+pub fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
