@@ -8,6 +8,7 @@ pub mod ema;
 pub mod error;
 pub mod evaluate;
 pub mod init;
+pub mod kernels;
 pub mod model;
 pub mod optim;
 pub mod run;

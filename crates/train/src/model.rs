@@ -6,6 +6,7 @@
 //! [`ParamId`] derived from that name, so optimizer state saved by one process resumes in another.
 
 use crate::error::{Result, TrainError};
+use crate::kernels;
 use burn::module::{Flag, Module, Param, ParamId, RunningState};
 use burn::nn::{BatchNorm, Dropout, DropoutConfig};
 use burn::tensor::module::conv2d;
@@ -76,6 +77,35 @@ fn activate<const D: usize>(x: Tensor<D>, a: Activation) -> Tensor<D> {
     }
 }
 
+/// Which fused CPU kernel computes a convolution (see [`kernels`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FusedConv {
+    /// 1x1, stride 1, no bias.
+    Pointwise,
+    /// Depthwise with `stride` and padding `[top, left, bottom, right]`, no bias.
+    Depthwise { stride: usize, padding: [usize; 4] },
+    /// Anything else (the stem, the SE convolutions) runs on burn's convolution.
+    None,
+}
+
+impl FusedConv {
+    fn of(conv: &Conv) -> Self {
+        let (begin, end) = (conv.pad.begin as usize, conv.pad.end as usize);
+        if conv.bias {
+            Self::None
+        } else if conv.kernel == 1 && conv.stride == 1 && conv.groups == 1 && begin + end == 0 {
+            Self::Pointwise
+        } else if conv.is_depthwise() && conv.out_channels == conv.in_channels {
+            Self::Depthwise {
+                stride: conv.stride as usize,
+                padding: [begin, begin, end, end],
+            }
+        } else {
+            Self::None
+        }
+    }
+}
+
 /// A convolution with its optional bias, batch norm and activation.
 #[derive(Module, Debug)]
 pub struct ConvUnit {
@@ -91,6 +121,8 @@ pub struct ConvUnit {
     options: ConvOptions<2>,
     #[module(skip)]
     activation: Option<Activation>,
+    #[module(skip)]
+    fused: FusedConv,
 }
 
 impl ConvUnit {
@@ -140,21 +172,37 @@ impl ConvUnit {
                 conv.groups as usize,
             ),
             activation: conv.activation,
+            fused: FusedConv::of(conv),
         })
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = conv2d(
-            x,
-            self.weight.val(),
-            self.bias.as_ref().map(Param::val),
-            self.options.clone(),
-        );
+        let fused = kernels::supports(&x.device());
+        let y = match self.fused {
+            FusedConv::Pointwise if fused => kernels::pointwise_conv(x, self.weight.val()),
+            FusedConv::Depthwise { stride, padding } if fused => {
+                kernels::depthwise_conv(x, self.weight.val(), stride, padding)
+            }
+            _ => conv2d(
+                x,
+                self.weight.val(),
+                self.bias.as_ref().map(Param::val),
+                self.options.clone(),
+            ),
+        };
+        let mut activation = self.activation;
         let y = match &self.bn {
+            Some(bn) if fused && y.device().is_autodiff() && bn.training.is_enabled() => {
+                let swish = activation == Some(Activation::Swish);
+                if swish {
+                    activation = None;
+                }
+                batch_norm_train_fused(bn, y, swish)
+            }
             Some(bn) => bn.forward(y),
             None => y,
         };
-        match self.activation {
+        match activation {
             Some(a) => activate(y, a),
             None => y,
         }
@@ -182,6 +230,24 @@ impl ConvUnit {
             );
         }
     }
+}
+
+/// Training-mode batch norm (then swish if `swish`) on the fused CPU kernel, updating the running
+/// statistics exactly as burn's [`BatchNorm`] does.
+fn batch_norm_train_fused(bn: &BatchNorm, x: Tensor<4>, swish: bool) -> Tensor<4> {
+    let device = x.device();
+    let out = kernels::batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon, swish);
+    let blend = |running: &RunningState<Tensor<1>>, batch: Tensor<1>| {
+        let updated = running
+            .value_sync()
+            .to_device(&device)
+            .mul_scalar(1.0 - bn.momentum)
+            .add(batch.detach().mul_scalar(bn.momentum));
+        running.update(updated.detach());
+    };
+    blend(&bn.running_mean, out.mean);
+    blend(&bn.running_var, out.variance);
+    out.output
 }
 
 /// Squeeze-excite: global mean, reduce, activation, expand, sigmoid, channel-wise scale.

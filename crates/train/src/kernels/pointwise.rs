@@ -1,0 +1,171 @@
+//! 1x1 convolutions on NCHW batches as one GEMM per image, forward and both gradients. burn's CPU
+//! backend computes the weight gradient as a convolution whose kernel is the whole feature map (after
+//! copying both operands into swapped layouts); here each pass is a single `gemm` call per image on the
+//! tensors as they lie.
+
+use rayon::prelude::*;
+
+/// Shapes of a 1x1 convolution: `batch` images of `in_channels x pixels` to `out_channels x pixels`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pointwise {
+    /// Images in the batch.
+    pub batch: usize,
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Pixels per channel (height x width).
+    pub pixels: usize,
+}
+
+/// A row- or column-major matrix view: element `(i, j)` is `data[i * row_stride + j * col_stride]`.
+#[derive(Clone, Copy)]
+struct Matrix<'a> {
+    data: &'a [f32],
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> Matrix<'a> {
+    fn rows(data: &'a [f32], columns: usize) -> Self {
+        Self {
+            data,
+            row_stride: columns,
+            col_stride: 1,
+        }
+    }
+
+    fn transposed(data: &'a [f32], columns: usize) -> Self {
+        Self {
+            data,
+            row_stride: 1,
+            col_stride: columns,
+        }
+    }
+}
+
+/// `dst (m x n, row-major) = [dst +] lhs (m x k) * rhs (k x n)`.
+fn matmul(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    accumulate: bool,
+    lhs: Matrix,
+    rhs: Matrix,
+    parallelism: gemm::Parallelism,
+) {
+    assert_eq!(dst.len(), m * n);
+    if dst.is_empty() || k == 0 {
+        if !accumulate {
+            dst.fill(0.0);
+        }
+        return;
+    }
+    assert!(lhs.data.len() >= (m - 1) * lhs.row_stride + (k - 1) * lhs.col_stride + 1);
+    assert!(rhs.data.len() >= (k - 1) * rhs.row_stride + (n - 1) * rhs.col_stride + 1);
+    // SAFETY: the asserts above keep every index the strides reach inside the slices; `dst` is
+    // exclusively borrowed and cannot overlap the shared operands.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.data.as_ptr(),
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// Threads inside one GEMM when there are fewer images than threads, none otherwise (the images are
+/// then spread over the threads).
+fn inner_parallelism(batch: usize) -> gemm::Parallelism {
+    if batch < rayon::current_num_threads() {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    }
+}
+
+impl Pointwise {
+    /// `y[b] = weight · x[b]` for every image; `weight` is `[out, in]`.
+    pub fn forward(&self, x: &[f32], weight: &[f32]) -> Vec<f32> {
+        let Self {
+            in_channels: cin,
+            out_channels: cout,
+            pixels: p,
+            ..
+        } = *self;
+        let mut y = vec![0.0; self.batch * cout * p];
+        let par = inner_parallelism(self.batch);
+        y.par_chunks_mut(cout * p)
+            .zip(x.par_chunks(cin * p))
+            .for_each(|(y, x)| {
+                let (w, x) = (Matrix::rows(weight, cin), Matrix::rows(x, p));
+                matmul((cout, p, cin), y, false, w, x, par);
+            });
+        y
+    }
+
+    /// `dx[b] = weightᵀ · dy[b]`: the gradient of the input.
+    pub fn input_grad(&self, weight: &[f32], dy: &[f32]) -> Vec<f32> {
+        let Self {
+            in_channels: cin,
+            out_channels: cout,
+            pixels: p,
+            ..
+        } = *self;
+        let mut dx = vec![0.0; self.batch * cin * p];
+        let par = inner_parallelism(self.batch);
+        dx.par_chunks_mut(cin * p)
+            .zip(dy.par_chunks(cout * p))
+            .for_each(|(dx, dy)| {
+                let (wt, dy) = (Matrix::transposed(weight, cin), Matrix::rows(dy, p));
+                matmul((cin, p, cout), dx, false, wt, dy, par);
+            });
+        dx
+    }
+
+    /// `dw = Σ_b dy[b] · x[b]ᵀ`: the gradient of the `[out, in]` weight. Each thread sums its share of
+    /// the images into its own buffer; the buffers are added at the end.
+    pub fn weight_grad(&self, x: &[f32], dy: &[f32]) -> Vec<f32> {
+        let Self {
+            in_channels: cin,
+            out_channels: cout,
+            pixels: p,
+            batch,
+        } = *self;
+        let par = inner_parallelism(batch);
+        let per_thread = batch.div_ceil(rayon::current_num_threads()).max(1);
+        let partial = |first: usize| {
+            let mut dw = vec![0.0; cout * cin];
+            for b in first..(first + per_thread).min(batch) {
+                let dy = Matrix::rows(&dy[b * cout * p..][..cout * p], p);
+                let xt = Matrix::transposed(&x[b * cin * p..][..cin * p], p);
+                matmul((cout, cin, p), &mut dw, b > first, dy, xt, par);
+            }
+            dw
+        };
+        (0..batch)
+            .into_par_iter()
+            .step_by(per_thread)
+            .map(partial)
+            .reduce_with(|mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                a
+            })
+            .unwrap_or_else(|| vec![0.0; cout * cin])
+    }
+}
