@@ -139,7 +139,8 @@ impl Pointwise {
     }
 
     /// `dw = Σ_b dy[b] · x[b]ᵀ`: the gradient of the `[out, in]` weight. Each thread sums its share of
-    /// the images into its own buffer; the buffers are added at the end.
+    /// the images into its own buffer; the buffers are then added in a fixed order, so the result does
+    /// not depend on scheduling.
     pub fn weight_grad(&self, x: &[f32], dy: &[f32]) -> Vec<f32> {
         let Self {
             in_channels: cin,
@@ -158,14 +159,16 @@ impl Pointwise {
             }
             dw
         };
-        (0..batch)
+        let partials: Vec<Vec<f32>> = (0..batch)
             .into_par_iter()
             .step_by(per_thread)
             .map(partial)
-            .reduce_with(|mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                a
-            })
-            .unwrap_or_else(|| vec![0.0; cout * cin])
+            .collect();
+        let mut partials = partials.into_iter();
+        let mut dw = partials.next().unwrap_or_else(|| vec![0.0; cout * cin]);
+        for other in partials {
+            dw.iter_mut().zip(&other).for_each(|(a, b)| *a += b);
+        }
+        dw
     }
 }
