@@ -48,19 +48,6 @@ pub struct Gradients {
 /// Lanes of independent partial sums, so the compiler can vectorise reductions it may not reorder.
 const LANES: usize = 16;
 
-/// `Σ f(i)` over `0..len` with [`LANES`] partial sums.
-#[inline(always)]
-fn lane_sum(len: usize, f: impl Fn(usize) -> f32) -> f32 {
-    let mut acc = [0f32; LANES];
-    let full = len / LANES * LANES;
-    for base in (0..full).step_by(LANES) {
-        for (lane, a) in acc.iter_mut().enumerate() {
-            *a += f(base + lane);
-        }
-    }
-    acc.iter().sum::<f32>() + (full..len).map(f).sum::<f32>()
-}
-
 /// `swish(z)` and its derivative `s + z s (1 - s)`.
 #[inline(always)]
 fn swish_and_slope(z: f32) -> (f32, f32) {
@@ -68,16 +55,28 @@ fn swish_and_slope(z: f32) -> (f32, f32) {
     (z * s, s * (1.0 + z * (1.0 - s)))
 }
 
+/// `(Σ (x - shift), Σ (x - shift)²)` over one plane in one pass, with [`LANES`] partial sums each.
 #[multiversion(targets(
     "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma",
     "x86_64+avx2+fma"
 ))]
-fn plane_sum(x: &[f32], center: f32, square: bool) -> f32 {
-    if square {
-        lane_sum(x.len(), |i| (x[i] - center) * (x[i] - center))
-    } else {
-        lane_sum(x.len(), |i| x[i])
+fn plane_moments(x: &[f32], shift: f32) -> (f32, f32) {
+    let (mut sum, mut squares) = ([0f32; LANES], [0f32; LANES]);
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for lane in 0..LANES {
+            let d = chunk[lane] - shift;
+            sum[lane] += d;
+            squares[lane] += d * d;
+        }
     }
+    for (lane, v) in tail.iter().enumerate() {
+        let d = v - shift;
+        sum[lane] += d;
+        squares[lane] += d * d;
+    }
+    (sum.iter().sum(), squares.iter().sum())
 }
 
 #[multiversion(targets(
@@ -204,16 +203,21 @@ impl BatchNorm {
     /// Normalises `x` with its own batch statistics, scales by `gamma`, shifts by `beta`, then applies
     /// swish if configured.
     pub fn forward(&self, x: &[f32], gamma: &[f32], beta: &[f32]) -> Normalized {
+        // One pass per channel: moments about the channel's first value (a sample, so near the mean
+        // and free of the cancellation that raw sums of squares suffer), combined in f64.
         let stats: Vec<(f32, f32)> = (0..self.channels)
             .into_par_iter()
             .map(|c| {
-                let sum: f64 = self.planes(x, c).map(|p| f64::from(plane_sum(p, 0.0, false))).sum();
-                let mean = (sum / self.count()) as f32;
-                let squares: f64 = self
-                    .planes(x, c)
-                    .map(|p| f64::from(plane_sum(p, mean, true)))
-                    .sum();
-                (mean, (squares / self.count()) as f32)
+                let shift = x[c * self.pixels];
+                let (mut sum, mut squares) = (0f64, 0f64);
+                for plane in self.planes(x, c) {
+                    let (s, q) = plane_moments(plane, shift);
+                    sum += f64::from(s);
+                    squares += f64::from(q);
+                }
+                let offset = sum / self.count();
+                let variance = (squares / self.count() - offset * offset).max(0.0);
+                ((f64::from(shift) + offset) as f32, variance as f32)
             })
             .collect();
         let (mean, variance): (Vec<f32>, Vec<f32>) = stats.into_iter().unzip();

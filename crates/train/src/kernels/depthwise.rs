@@ -262,11 +262,14 @@ impl Phased {
 fn forward_taps(layout: &Phased, phased: &[f32], w: &[f32], wide: &mut [f32]) {
     let span = layout.span();
     let out = &mut wide[..span];
-    out.fill(0.0);
     for (t, start) in layout.taps() {
         let wv = w[t];
         let src = &phased[start..][..span];
-        out.iter_mut().zip(src).for_each(|(o, i)| *o += wv * i);
+        if t == 0 {
+            out.iter_mut().zip(src).for_each(|(o, i)| *o = wv * i);
+        } else {
+            out.iter_mut().zip(src).for_each(|(o, i)| *o += wv * i);
+        }
     }
 }
 
