@@ -134,7 +134,8 @@ fn grad_sums<const SWISH: bool>(a: ChannelAffine, x: &[f32], dy: &[f32]) -> (f32
     };
     let (xs, dys) = (x.chunks_exact(LANES), dy.chunks_exact(LANES));
     let tail = xs.remainder().iter().zip(dys.remainder());
-    tail.enumerate().for_each(|(lane, (&x, &dy))| add(lane, x, dy));
+    tail.enumerate()
+        .for_each(|(lane, (&x, &dy))| add(lane, x, dy));
     for (x, dy) in xs.zip(dys) {
         for lane in 0..LANES {
             add(lane, x[lane], dy[lane]);

@@ -60,8 +60,8 @@ fn matmul(
         }
         return;
     }
-    assert!(lhs.data.len() >= (m - 1) * lhs.row_stride + (k - 1) * lhs.col_stride + 1);
-    assert!(rhs.data.len() >= (k - 1) * rhs.row_stride + (n - 1) * rhs.col_stride + 1);
+    assert!(lhs.data.len() > (m - 1) * lhs.row_stride + (k - 1) * lhs.col_stride);
+    assert!(rhs.data.len() > (k - 1) * rhs.row_stride + (n - 1) * rhs.col_stride);
     // SAFETY: the asserts above keep every index the strides reach inside the slices; `dst` is
     // exclusively borrowed and cannot overlap the shared operands.
     unsafe {

@@ -36,8 +36,14 @@ fn run<const D: usize>(
 ) -> (Tensor<4>, Vec<Tensor<D>>, Vec<Tensor<1>>) {
     let out = op(inputs, extra);
     let grads = (out.clone() * probe.clone()).sum().backward();
-    let g = inputs.iter().map(|t| t.grad(&grads).expect("tracked")).collect();
-    let e = extra.iter().map(|t| t.grad(&grads).expect("tracked")).collect();
+    let g = inputs
+        .iter()
+        .map(|t| t.grad(&grads).expect("tracked"))
+        .collect();
+    let e = extra
+        .iter()
+        .map(|t| t.grad(&grads).expect("tracked"))
+        .collect();
     (out.inner(), g, e)
 }
 
@@ -61,7 +67,14 @@ fn pointwise_matches_burns_convolution() {
         let reference = run(
             &[x, weight],
             &[],
-            |t, _| conv2d(t[0].clone(), t[1].clone(), None, ConvOptions::new([1, 1], [0, 0], [1, 1], 1)),
+            |t, _| {
+                conv2d(
+                    t[0].clone(),
+                    t[1].clone(),
+                    None,
+                    ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
+                )
+            },
             &probe.to_device(&device()),
         );
         let case = format!("batch {batch}, {cin}->{cout}, {h}x{w}");
@@ -90,12 +103,8 @@ fn depthwise_matches_burns_grouped_convolution() {
     for (batch, c, h, w, k, s, pad) in cases {
         let x = random([batch, c, h, w]);
         let weight = random([c, 1, k, k]);
-        let options = ConvOptions::new_with_padding(
-            [s, s],
-            [(pad[0], pad[2]), (pad[1], pad[3])],
-            [1, 1],
-            c,
-        );
+        let options =
+            ConvOptions::new_with_padding([s, s], [(pad[0], pad[2]), (pad[1], pad[3])], [1, 1], c);
         let [oh, ow] = [
             (h + pad[0] + pad[2] - k) / s + 1,
             (w + pad[1] + pad[3] - k) / s + 1,
@@ -123,19 +132,23 @@ fn depthwise_matches_burns_grouped_convolution() {
 
 #[test]
 fn batch_norm_matches_burns_batch_norm_with_and_without_swish() {
-    for (swish, [batch, c, h, w]) in [(true, [3, 5, 7, 9]), (false, [2, 4, 1, 1]), (true, [1, 3, 4, 33])] {
+    for (swish, [batch, c, h, w]) in [
+        (true, [3, 5, 7, 9]),
+        (false, [2, 4, 1, 1]),
+        (true, [1, 3, 4, 33]),
+    ] {
         let x = normal([batch, c, h, w], 0.5, 3.0);
         let (gamma, beta) = (random([c]), random([c]));
         let probe = random([batch, c, h, w]).inner().to_device(&device());
         let eps = 1e-3;
         let fast = run(
-            &[x.clone()],
+            std::slice::from_ref(&x),
             &[gamma.clone(), beta.clone()],
             |t, e| batch_norm_train(t[0].clone(), e[0].clone(), e[1].clone(), eps, swish).output,
             &probe,
         );
         let reference = run(
-            &[x.clone()],
+            std::slice::from_ref(&x),
             &[gamma.clone(), beta.clone()],
             |t, e| {
                 let y = burn::tensor::module::batch_norm_train(
@@ -155,14 +168,30 @@ fn batch_norm_matches_burns_batch_norm_with_and_without_swish() {
         );
         let case = format!("swish {swish}, {batch}x{c}x{h}x{w}");
         assert_close(&format!("{case}: output"), fast.0, reference.0);
-        assert_close(&format!("{case}: input gradient"), fast.1[0].clone().inner(), reference.1[0].clone().inner());
+        assert_close(
+            &format!("{case}: input gradient"),
+            fast.1[0].clone().inner(),
+            reference.1[0].clone().inner(),
+        );
         for (i, (g, r)) in fast.2.into_iter().zip(reference.2).enumerate() {
-            assert_close(&format!("{case}: parameter gradient {i}"), g.inner(), r.inner());
+            assert_close(
+                &format!("{case}: parameter gradient {i}"),
+                g.inner(),
+                r.inner(),
+            );
         }
         let stats = batch_norm_train(x.clone(), gamma.clone(), beta.clone(), eps, swish);
         let want = burn::tensor::module::batch_norm_train(x, gamma, beta, eps);
-        assert_close(&format!("{case}: mean"), stats.mean.inner(), want.mean.inner());
-        assert_close(&format!("{case}: variance"), stats.variance.inner(), want.variance.inner());
+        assert_close(
+            &format!("{case}: mean"),
+            stats.mean.inner(),
+            want.mean.inner(),
+        );
+        assert_close(
+            &format!("{case}: variance"),
+            stats.variance.inner(),
+            want.variance.inner(),
+        );
     }
 }
 
