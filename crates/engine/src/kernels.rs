@@ -50,27 +50,35 @@ pub struct Exec {
 /// Output rows per parallel task.
 const ROWS_PER_TASK: usize = 2;
 
-/// Runs `f(index, chunk)` over consecutive `chunk_len`-element chunks of `out`, on the rayon pool if asked.
-fn for_chunks(
+/// Runs `f(index, chunk)` over consecutive `chunk_len`-element chunks of `out`, on the rayon pool if asked,
+/// and returns the results in chunk order.
+fn for_chunks<T: Send>(
     out: &mut [f32],
     chunk_len: usize,
     parallel: bool,
-    f: impl Fn(usize, &mut [f32]) + Sync,
-) {
+    f: impl Fn(usize, &mut [f32]) -> T + Sync,
+) -> Vec<T> {
     if parallel {
         out.par_chunks_mut(chunk_len)
             .enumerate()
-            .for_each(|(i, chunk)| f(i, chunk));
+            .map(|(i, chunk)| f(i, chunk))
+            .collect()
     } else {
         out.chunks_mut(chunk_len)
             .enumerate()
-            .for_each(|(i, chunk)| f(i, chunk));
+            .map(|(i, chunk)| f(i, chunk))
+            .collect()
     }
 }
 
 /// Runs `f(first_row, rows)` over `out` (rows of `row_len` elements): in [`ROWS_PER_TASK`]-row tasks across
-/// threads if asked, else in one call.
-fn for_rows(out: &mut [f32], row_len: usize, exec: Exec, f: impl Fn(usize, &mut [f32]) + Sync) {
+/// threads if asked, else in one call. Returns the results in row order.
+fn for_rows<T: Send>(
+    out: &mut [f32],
+    row_len: usize,
+    exec: Exec,
+    f: impl Fn(usize, &mut [f32]) -> T + Sync,
+) -> Vec<T> {
     let rows = out.len() / row_len.max(1);
     let per_task = if exec.parallel && rows > ROWS_PER_TASK {
         ROWS_PER_TASK
@@ -79,7 +87,7 @@ fn for_rows(out: &mut [f32], row_len: usize, exec: Exec, f: impl Fn(usize, &mut 
     };
     for_chunks(out, row_len * per_task, per_task < rows, |i, chunk| {
         f(i * per_task, chunk)
-    });
+    })
 }
 
 /// Output size and leading padding of a convolution on an input.
@@ -391,38 +399,79 @@ fn zero_padded(x: &FeatureMap, c: &PreparedConv, g: Geometry) -> FeatureMap {
     let height = ((g.out_h - 1) * c.stride + c.kernel).max(g.pad_top + x.height);
     let width = ((g.out_w - 1) * c.stride + c.kernel).max(g.pad_left + x.width);
     let ch = x.channels;
-    let mut data = pool::take(height * width * ch);
-    data.fill(0.0);
-    for y in 0..x.height {
-        let dst = ((y + g.pad_top) * width + g.pad_left) * ch;
-        data[dst..dst + x.width * ch]
-            .copy_from_slice(&x.data[y * x.width * ch..(y + 1) * x.width * ch]);
+    let (row, inner) = (width * ch, x.width * ch);
+    let mut data = pool::take(height * row);
+    // Zero only the border: the top and bottom padding rows and each row's left and right margins.
+    let (top, bottom) = (g.pad_top * row, (g.pad_top + x.height) * row);
+    data[..top].fill(0.0);
+    data[bottom..].fill(0.0);
+    for (dst, src) in data[top..bottom]
+        .chunks_exact_mut(row)
+        .zip(x.data.chunks_exact(inner))
+    {
+        let left = g.pad_left * ch;
+        dst[..left].fill(0.0);
+        dst[left..left + inner].copy_from_slice(src);
+        dst[left + inner..].fill(0.0);
     }
     FeatureMap::new(data, height, width, ch)
 }
 
 /// A depthwise k x k convolution with bias and activation; weights `[ky][kx][channel]`.
 pub fn depthwise(x: &FeatureMap, c: &PreparedConv, padding: Padding, exec: Exec) -> FeatureMap {
+    depthwise_pooling(x, c, padding, exec, false).0
+}
+
+/// [`depthwise`], plus the per-channel mean of its output (the squeeze of squeeze-excite), summed per
+/// task while its rows are still in cache instead of in a second pass over the map.
+pub fn depthwise_and_mean(
+    x: &FeatureMap,
+    c: &PreparedConv,
+    padding: Padding,
+    exec: Exec,
+) -> (FeatureMap, Vec<f32>) {
+    let (out, sums) = depthwise_pooling(x, c, padding, exec, true);
+    let n = (out.height * out.width) as f64;
+    let mean = sums.into_iter().map(|s| (s / n) as f32).collect();
+    (out, mean)
+}
+
+/// The depthwise convolution, and the per-channel sums of its output if `pool` (else empty).
+fn depthwise_pooling(
+    x: &FeatureMap,
+    c: &PreparedConv,
+    padding: Padding,
+    exec: Exec,
+    pool: bool,
+) -> (FeatureMap, Vec<f64>) {
     let g = geometry(x, c, padding);
-    let mut out = pool::take(g.out_h * g.out_w * c.out_channels);
-    let row_len = g.out_w * c.out_channels;
-    if g.out_w < PAD_COPY_BELOW {
+    let ch = c.out_channels;
+    let mut out = pool::take(g.out_h * g.out_w * ch);
+    let row_len = g.out_w * ch;
+    let run = |src: &FeatureMap, g: Geometry, out: &mut [f32]| {
+        for_rows(out, row_len, exec, |row, rows| {
+            depthwise_rows(src, c, g, row, rows);
+            pool.then(|| channel_sums(rows, ch))
+        })
+    };
+    let partial = if g.out_w < PAD_COPY_BELOW {
         let padded = zero_padded(x, c, g);
         let inner = Geometry {
             pad_top: 0,
             pad_left: 0,
             ..g
         };
-        for_rows(&mut out, row_len, exec, |row, rows| {
-            depthwise_rows(&padded, c, inner, row, rows)
-        });
+        let partial = run(&padded, inner, &mut out);
         pool::give(padded.data);
+        partial
     } else {
-        for_rows(&mut out, row_len, exec, |row, rows| {
-            depthwise_rows(x, c, g, row, rows)
-        });
+        run(x, g, &mut out)
+    };
+    let mut sums = vec![0f64; if pool { ch } else { 0 }];
+    for part in partial.into_iter().flatten() {
+        sums.iter_mut().zip(part).for_each(|(s, p)| *s += p);
     }
-    FeatureMap::new(out, g.out_h, g.out_w, c.out_channels)
+    (FeatureMap::new(out, g.out_h, g.out_w, ch), sums)
 }
 
 /// `v = act(v + bias) (+ residual)` over rows of `bias.len()` channels, one loop per activation so each
@@ -549,23 +598,35 @@ pub fn pointwise(
     FeatureMap::new(out, x.height, x.width, n)
 }
 
-/// Per-channel mean over all pixels (accumulated in f64).
+/// Per-channel sums over NHWC pixels of `channels` values (accumulated in f64).
 #[multiversion(targets(
     "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma",
     "x86_64+avx2+fma"
 ))]
-pub fn global_average(x: &FeatureMap) -> Vec<f32> {
-    let mut sums = vec![0f64; x.channels];
-    for px in x.data.chunks_exact(x.channels) {
+fn channel_sums(pixels: &[f32], channels: usize) -> Vec<f64> {
+    let mut sums = vec![0f64; channels];
+    for px in pixels.chunks_exact(channels) {
         sums.iter_mut()
             .zip(px)
             .for_each(|(s, &v)| *s += f64::from(v));
     }
+    sums
+}
+
+/// Per-channel mean over all pixels (accumulated in f64).
+pub fn global_average(x: &FeatureMap) -> Vec<f32> {
     let n = (x.height * x.width) as f64;
-    sums.into_iter().map(|s| (s / n) as f32).collect()
+    channel_sums(&x.data, x.channels)
+        .into_iter()
+        .map(|s| (s / n) as f32)
+        .collect()
 }
 
 /// `bias + input * weight` for a `[in][out]` weight, then the activation.
+#[multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma",
+    "x86_64+avx2+fma"
+))]
 fn dense_vector(
     input: &[f32],
     weight: &[f32],
@@ -600,8 +661,20 @@ pub fn squeeze_excite(
     expand: &PreparedConv,
     exec: Exec,
 ) {
-    let pooled = global_average(x);
-    let reduced = dense_vector(&pooled, &reduce.weight, &reduce.bias, reduce.activation);
+    let mean = global_average(x);
+    excite(x, &mean, reduce, expand, exec);
+}
+
+/// The excitation half of squeeze-excite, given the per-channel `mean` of `x`: reduce + activation,
+/// expand + sigmoid, scale every channel.
+pub fn excite(
+    x: &mut FeatureMap,
+    mean: &[f32],
+    reduce: &PreparedConv,
+    expand: &PreparedConv,
+    exec: Exec,
+) {
+    let reduced = dense_vector(mean, &reduce.weight, &reduce.bias, reduce.activation);
     let gate: Vec<f32> = dense_vector(&reduced, &expand.weight, &expand.bias, None)
         .into_iter()
         .map(sigmoid)

@@ -3,7 +3,8 @@
 
 use crate::error::{EngineError, Result};
 use crate::kernels::{
-    conv_dense, depthwise, global_average, linear, pointwise, squeeze_excite, Exec, FeatureMap,
+    conv_dense, depthwise, depthwise_and_mean, excite, global_average, linear, pointwise, Exec,
+    FeatureMap,
 };
 use crate::layers::{prepare_conv, prepare_linear, PreparedConv, PreparedLinear};
 use crate::pool;
@@ -96,17 +97,17 @@ impl Engine {
         let mut x = conv_dense(image, &self.stem, self.padding, exec);
         for b in &self.blocks {
             let expanded = b.expand.as_ref().map(|e| pointwise(&x, e, None, exec));
-            let mut y = depthwise(
-                expanded.as_ref().unwrap_or(&x),
-                &b.depthwise,
-                self.padding,
-                exec,
-            );
+            let input = expanded.as_ref().unwrap_or(&x);
+            let y = match &b.se {
+                Some((reduce, expand)) => {
+                    let (mut y, mean) = depthwise_and_mean(input, &b.depthwise, self.padding, exec);
+                    excite(&mut y, &mean, reduce, expand, exec);
+                    y
+                }
+                None => depthwise(input, &b.depthwise, self.padding, exec),
+            };
             if let Some(e) = expanded {
                 pool::give(e.data);
-            }
-            if let Some((reduce, expand)) = &b.se {
-                squeeze_excite(&mut y, reduce, expand, exec);
             }
             let out = pointwise(&y, &b.project, b.residual.then_some(&x), exec);
             pool::give(y.data);

@@ -4,7 +4,9 @@
 
 use effnet_arch::variant::Activation;
 use effnet_arch::Padding;
-use effnet_engine::kernels::{conv_dense, depthwise, pointwise, squeeze_excite, Exec, FeatureMap};
+use effnet_engine::kernels::{
+    conv_dense, depthwise, depthwise_and_mean, pointwise, squeeze_excite, Exec, FeatureMap,
+};
 use effnet_engine::layers::PreparedConv;
 
 /// Deterministic values in [-1, 1).
@@ -106,6 +108,19 @@ fn close(got: &[f32], want: &[f32], what: &str) {
     }
 }
 
+/// Per-channel means of NHWC values, in f64.
+fn channel_means(values: &[f32], channels: usize) -> Vec<f32> {
+    let pixels = values.len() / channels;
+    (0..channels)
+        .map(|c| {
+            let sum: f64 = (0..pixels)
+                .map(|p| f64::from(values[p * channels + c]))
+                .sum();
+            (sum / pixels as f64) as f32
+        })
+        .collect()
+}
+
 const SIZES: [(usize, usize); 5] = [(1, 1), (2, 3), (7, 7), (8, 8), (15, 9)];
 const EXECS: [Exec; 2] = [Exec { parallel: false }, Exec { parallel: true }];
 
@@ -118,13 +133,15 @@ fn depthwise_matches_the_reference_on_odd_shapes() {
                     let x = FeatureMap::new(values(h * w * ch, 3), h, w, ch);
                     let c = conv(ch, ch, k, stride, true, Some(Activation::Swish), 9);
                     let want = reference(&x, &c, padding, true, None);
+                    let want_mean = channel_means(&want, ch);
                     for exec in EXECS {
+                        let case =
+                            format!("depthwise {h}x{w}x{ch} k{k} s{stride} {padding:?} {exec:?}");
                         let got = depthwise(&x, &c, padding, exec);
-                        close(
-                            &got.data,
-                            &want,
-                            &format!("depthwise {h}x{w}x{ch} k{k} s{stride} {padding:?} {exec:?}"),
-                        );
+                        close(&got.data, &want, &case);
+                        let (pooled, mean) = depthwise_and_mean(&x, &c, padding, exec);
+                        close(&pooled.data, &want, &format!("{case} (pooled)"));
+                        close(&mean, &want_mean, &format!("{case}: channel means"));
                     }
                 }
             }
