@@ -6,6 +6,8 @@
 //! output rows, never per element. With [`Exec::parallel`], output rows are split across the rayon pool
 //! (used when a batch has fewer images than threads). Padding is computed from the actual input size.
 
+#[cfg(target_arch = "x86_64")]
+use crate::activation::avx512;
 use crate::activation::{apply, sigmoid};
 use crate::layers::{PreparedConv, PreparedLinear};
 use crate::pool;
@@ -27,7 +29,27 @@ pub struct FeatureMap {
     pub channels: usize,
 }
 
+/// The rows of a map a depthwise kernel reads (all of a [`FeatureMap`], or a band of expanded rows).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MapView<'a> {
+    /// Elements in `[y][x][channel]` order.
+    pub data: &'a [f32],
+    /// Rows.
+    pub height: usize,
+    /// Columns.
+    pub width: usize,
+}
+
 impl FeatureMap {
+    /// The whole map, borrowed.
+    pub(crate) fn view(&self) -> MapView<'_> {
+        MapView {
+            data: &self.data,
+            height: self.height,
+            width: self.width,
+        }
+    }
+
     /// A map from its data; the size must match.
     pub fn new(data: Vec<f32>, height: usize, width: usize, channels: usize) -> Self {
         assert_eq!(data.len(), height * width * channels, "feature map size");
@@ -52,7 +74,7 @@ const ROWS_PER_TASK: usize = 2;
 
 /// Runs `f(index, chunk)` over consecutive `chunk_len`-element chunks of `out`, on the rayon pool if asked,
 /// and returns the results in chunk order.
-fn for_chunks<T: Send>(
+pub(crate) fn for_chunks<T: Send>(
     out: &mut [f32],
     chunk_len: usize,
     parallel: bool,
@@ -92,17 +114,27 @@ fn for_rows<T: Send>(
 
 /// Output size and leading padding of a convolution on an input.
 #[derive(Debug, Clone, Copy)]
-struct Geometry {
-    out_h: usize,
-    out_w: usize,
-    pad_top: usize,
-    pad_left: usize,
+pub(crate) struct Geometry {
+    pub out_h: usize,
+    pub out_w: usize,
+    pub pad_top: usize,
+    pub pad_left: usize,
 }
 
 fn geometry(x: &FeatureMap, c: &PreparedConv, padding: Padding) -> Geometry {
+    geometry_of(x.height, x.width, c, padding)
+}
+
+/// Output size and leading padding of convolution `c` on a `height x width` input.
+pub(crate) fn geometry_of(
+    height: usize,
+    width: usize,
+    c: &PreparedConv,
+    padding: Padding,
+) -> Geometry {
     let (k, s) = (c.kernel as u32, c.stride as u32);
-    let rows = padding.along(x.height as u32, k, s);
-    let cols = padding.along(x.width as u32, k, s);
+    let rows = padding.along(height as u32, k, s);
+    let cols = padding.along(width as u32, k, s);
     Geometry {
         out_h: rows.output as usize,
         out_w: cols.output as usize,
@@ -183,7 +215,7 @@ const PIXELS: usize = 4;
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn depthwise_block<const W: usize>(
-    x: &FeatureMap,
+    x: &MapView,
     c: &PreparedConv,
     g: Geometry,
     oy: usize,
@@ -237,7 +269,7 @@ fn depthwise_block<const W: usize>(
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn depthwise_interior(
-    x: &FeatureMap,
+    x: &MapView,
     c: &PreparedConv,
     g: Geometry,
     oy: usize,
@@ -287,7 +319,7 @@ unsafe fn depthwise_interior(
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn depthwise_interior_avx512(
-    x: &FeatureMap,
+    x: &MapView,
     c: &PreparedConv,
     g: Geometry,
     oy: usize,
@@ -321,14 +353,12 @@ unsafe fn depthwise_interior_avx512(
                 a3 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(3 * step)), w, a3);
             }
         }
+        let act = |v| avx512::apply(c.activation, v);
         let dst = out.as_mut_ptr().add(c0);
-        _mm512_storeu_ps(dst, a0);
-        _mm512_storeu_ps(dst.add(ch), a1);
-        _mm512_storeu_ps(dst.add(2 * ch), a2);
-        _mm512_storeu_ps(dst.add(3 * ch), a3);
-    }
-    for p in 0..PIXELS {
-        apply(c.activation, &mut out[p * ch + c0..][..LANES]);
+        _mm512_storeu_ps(dst, act(a0));
+        _mm512_storeu_ps(dst.add(ch), act(a1));
+        _mm512_storeu_ps(dst.add(2 * ch), act(a2));
+        _mm512_storeu_ps(dst.add(3 * ch), act(a3));
     }
 }
 
@@ -336,8 +366,8 @@ unsafe fn depthwise_interior_avx512(
     "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma",
     "x86_64+avx2+fma"
 ))]
-fn depthwise_rows(
-    x: &FeatureMap,
+pub(crate) fn depthwise_rows(
+    x: &MapView,
     c: &PreparedConv,
     g: Geometry,
     first_row: usize,
@@ -392,7 +422,7 @@ fn depthwise_rows(
 
 /// Output widths below this run on a zero-padded copy of the input, so every full block of pixels takes the
 /// check-free interior path; on wider maps the border is a small share and the copy would cost more.
-const PAD_COPY_BELOW: usize = 32;
+pub(crate) const PAD_COPY_BELOW: usize = 32;
 
 /// `x` with the convolution's zero padding added around it (a pooled buffer; give it back when done).
 fn zero_padded(x: &FeatureMap, c: &PreparedConv, g: Geometry) -> FeatureMap {
@@ -431,13 +461,27 @@ pub fn depthwise_and_mean(
     exec: Exec,
 ) -> (FeatureMap, Vec<f32>) {
     let (out, sums) = depthwise_pooling(x, c, padding, exec, true);
-    let n = (out.height * out.width) as f64;
-    let mean = sums.into_iter().map(|s| (s / n) as f32).collect();
+    let mean = means(sums, out.height * out.width);
     (out, mean)
 }
 
+/// Adds per-task channel sums in task order, so the total does not depend on scheduling.
+pub(crate) fn total_sums(parts: impl IntoIterator<Item = Vec<f64>>, channels: usize) -> Vec<f64> {
+    let mut sums = vec![0f64; channels];
+    for part in parts {
+        sums.iter_mut().zip(part).for_each(|(s, p)| *s += p);
+    }
+    sums
+}
+
+/// Per-channel means from per-channel sums over `pixels` pixels.
+pub(crate) fn means(sums: Vec<f64>, pixels: usize) -> Vec<f32> {
+    let n = pixels as f64;
+    sums.into_iter().map(|s| (s / n) as f32).collect()
+}
+
 /// The depthwise convolution, and the per-channel sums of its output if `pool` (else empty).
-fn depthwise_pooling(
+pub(crate) fn depthwise_pooling(
     x: &FeatureMap,
     c: &PreparedConv,
     padding: Padding,
@@ -450,7 +494,7 @@ fn depthwise_pooling(
     let row_len = g.out_w * ch;
     let run = |src: &FeatureMap, g: Geometry, out: &mut [f32]| {
         for_rows(out, row_len, exec, |row, rows| {
-            depthwise_rows(src, c, g, row, rows);
+            depthwise_rows(&src.view(), c, g, row, rows);
             pool.then(|| channel_sums(rows, ch))
         })
     };
@@ -467,10 +511,7 @@ fn depthwise_pooling(
     } else {
         run(x, g, &mut out)
     };
-    let mut sums = vec![0f64; if pool { ch } else { 0 }];
-    for part in partial.into_iter().flatten() {
-        sums.iter_mut().zip(part).for_each(|(s, p)| *s += p);
-    }
+    let sums = total_sums(partial.into_iter().flatten(), if pool { ch } else { 0 });
     (FeatureMap::new(out, g.out_h, g.out_w, ch), sums)
 }
 
@@ -504,6 +545,12 @@ fn bias_activation_rows(
     activation: Option<Activation>,
     residual: Option<&[f32]>,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if multiversion::target::target_cfg_f!(target_feature = "avx512f") {
+        // SAFETY: this clone is compiled for, and only dispatched on, CPUs with AVX-512F.
+        unsafe { epilogue_avx512(rows, bias, activation, residual) };
+        return;
+    }
     match activation {
         None => epilogue(rows, bias, residual, |v| v),
         Some(Activation::Swish) => epilogue(rows, bias, residual, |v| v * sigmoid(v)),
@@ -512,11 +559,52 @@ fn bias_activation_rows(
     }
 }
 
+/// The epilogue with explicit AVX-512: 16 channels at a time (the last block of a row masked), the
+/// activation on registers through [`avx512::apply`].
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn epilogue_avx512(
+    rows: &mut [f32],
+    bias: &[f32],
+    activation: Option<Activation>,
+    residual: Option<&[f32]>,
+) {
+    use std::arch::x86_64::{
+        _mm512_add_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_setzero_ps,
+    };
+    let n = bias.len();
+    let blocks: Vec<(usize, u16)> = (0..n)
+        .step_by(LANES)
+        .map(|c| (c, (((1u32 << (n - c).min(LANES)) - 1) as u16)))
+        .collect();
+    for (r, row) in rows.chunks_exact_mut(n).enumerate() {
+        for &(c, mask) in &blocks {
+            // SAFETY: `mask` covers only channels `c..n` of this row (and of the bias and residual rows,
+            // which have the same length); masked-off lanes are neither read nor written.
+            unsafe {
+                let v = _mm512_add_ps(
+                    _mm512_maskz_loadu_ps(mask, row.as_ptr().add(c)),
+                    _mm512_maskz_loadu_ps(mask, bias.as_ptr().add(c)),
+                );
+                let v = avx512::apply(activation, v);
+                let res = match residual {
+                    Some(res) => _mm512_maskz_loadu_ps(mask, res.as_ptr().add(r * n + c)),
+                    None => _mm512_setzero_ps(),
+                };
+                _mm512_mask_storeu_ps(row.as_mut_ptr().add(c), mask, _mm512_add_ps(v, res));
+            }
+        }
+    }
+}
+
 /// Pixels per GEMM call: the bias / activation / residual pass then reads the block while it is in L2.
 const GEMM_ROWS: usize = 128;
 
 /// `out = x * weight` for rows of `k` inputs, then the epilogue, one block of [`GEMM_ROWS`] at a time.
-fn gemm_block(
+pub(crate) fn gemm_block(
     x: &[f32],
     k: usize,
     c: &PreparedConv,
@@ -603,7 +691,7 @@ pub fn pointwise(
     "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma",
     "x86_64+avx2+fma"
 ))]
-fn channel_sums(pixels: &[f32], channels: usize) -> Vec<f64> {
+pub(crate) fn channel_sums(pixels: &[f32], channels: usize) -> Vec<f64> {
     let mut sums = vec![0f64; channels];
     for px in pixels.chunks_exact(channels) {
         sums.iter_mut()
@@ -615,11 +703,7 @@ fn channel_sums(pixels: &[f32], channels: usize) -> Vec<f64> {
 
 /// Per-channel mean over all pixels (accumulated in f64).
 pub fn global_average(x: &FeatureMap) -> Vec<f32> {
-    let n = (x.height * x.width) as f64;
-    channel_sums(&x.data, x.channels)
-        .into_iter()
-        .map(|s| (s / n) as f32)
-        .collect()
+    means(channel_sums(&x.data, x.channels), x.height * x.width)
 }
 
 /// `bias + input * weight` for a `[in][out]` weight, then the activation.

@@ -3,6 +3,7 @@
 
 pub mod activation;
 pub mod error;
+pub mod fused;
 pub mod kernels;
 pub mod layers;
 pub mod model;

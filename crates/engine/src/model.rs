@@ -2,8 +2,9 @@
 //! batch).
 
 use crate::error::{EngineError, Result};
+use crate::fused::{expand_depthwise, FUSE_FROM_WIDTH};
 use crate::kernels::{
-    conv_dense, depthwise, depthwise_and_mean, excite, global_average, linear, pointwise, Exec,
+    conv_dense, depthwise_pooling, excite, global_average, linear, means, pointwise, Exec,
     FeatureMap,
 };
 use crate::layers::{prepare_conv, prepare_linear, PreparedConv, PreparedLinear};
@@ -96,19 +97,7 @@ impl Engine {
         }
         let mut x = conv_dense(image, &self.stem, self.padding, exec);
         for b in &self.blocks {
-            let expanded = b.expand.as_ref().map(|e| pointwise(&x, e, None, exec));
-            let input = expanded.as_ref().unwrap_or(&x);
-            let y = match &b.se {
-                Some((reduce, expand)) => {
-                    let (mut y, mean) = depthwise_and_mean(input, &b.depthwise, self.padding, exec);
-                    excite(&mut y, &mean, reduce, expand, exec);
-                    y
-                }
-                None => depthwise(input, &b.depthwise, self.padding, exec),
-            };
-            if let Some(e) = expanded {
-                pool::give(e.data);
-            }
+            let y = self.depthwise_stage(b, &x, exec);
             let out = pointwise(&y, &b.project, b.residual.then_some(&x), exec);
             pool::give(y.data);
             pool::give(std::mem::replace(&mut x, out).data);
@@ -118,6 +107,29 @@ impl Engine {
         let pooled = global_average(&head);
         pool::give(head.data);
         Ok(pooled)
+    }
+
+    /// A block's depthwise output with squeeze-excite applied. On wide maps the expand convolution is
+    /// fused into the depthwise pass; the squeeze's channel sums are taken in that pass either way.
+    fn depthwise_stage(&self, b: &PreparedBlock, x: &FeatureMap, exec: Exec) -> FeatureMap {
+        let sums = b.se.is_some();
+        let (mut y, sums) = match &b.expand {
+            Some(e) if x.width >= FUSE_FROM_WIDTH => {
+                expand_depthwise(x, e, &b.depthwise, self.padding, exec, sums)
+            }
+            Some(e) => {
+                let expanded = pointwise(x, e, None, exec);
+                let out = depthwise_pooling(&expanded, &b.depthwise, self.padding, exec, sums);
+                pool::give(expanded.data);
+                out
+            }
+            None => depthwise_pooling(x, &b.depthwise, self.padding, exec, sums),
+        };
+        if let Some((reduce, expand)) = &b.se {
+            let mean = means(sums, y.height * y.width);
+            excite(&mut y, &mean, reduce, expand, exec);
+        }
+        y
     }
 
     /// The classifier applied to pooled features.

@@ -4,6 +4,7 @@
 
 use effnet_arch::variant::Activation;
 use effnet_arch::Padding;
+use effnet_engine::fused::expand_depthwise;
 use effnet_engine::kernels::{
     conv_dense, depthwise, depthwise_and_mean, pointwise, squeeze_excite, Exec, FeatureMap,
 };
@@ -191,6 +192,38 @@ fn pointwise_with_and_without_residual_matches_the_reference() {
                             &want,
                             &format!("pointwise {h}x{w} {cin}->{cout} {activation:?} {exec:?}"),
                         );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_expand_depthwise_matches_the_two_reference_convolutions() {
+    // Wide enough to be fused; tall enough for several tiles and, threaded, two bands.
+    for (h, w) in [(34, 33), (9, 40), (1, 32), (20, 35)] {
+        for (cin, mid) in [(5, 17), (8, 40)] {
+            for (k, stride) in [(3, 1), (3, 2), (5, 1), (5, 2)] {
+                for padding in [Padding::TfSame, Padding::Symmetric] {
+                    let x = FeatureMap::new(values(h * w * cin, 21), h, w, cin);
+                    let e = conv(cin, mid, 1, 1, false, Some(Activation::Swish), 22);
+                    let d = conv(mid, mid, k, stride, true, Some(Activation::Swish), 23);
+                    let expanded = reference(&x, &e, padding, false, None);
+                    let expanded = FeatureMap::new(expanded, h, w, mid);
+                    let want = reference(&expanded, &d, padding, true, None);
+                    let want_mean = channel_means(&want, mid);
+                    for exec in EXECS {
+                        for pool in [false, true] {
+                            let case = format!(
+                                "expand+depthwise {h}x{w} {cin}->{mid} k{k} s{stride} {padding:?} {exec:?} pool {pool}"
+                            );
+                            let (got, sums) = expand_depthwise(&x, &e, &d, padding, exec, pool);
+                            close(&got.data, &want, &case);
+                            let n = (got.height * got.width) as f64;
+                            let mean: Vec<f32> = sums.iter().map(|s| (s / n) as f32).collect();
+                            close(&mean, if pool { &want_mean } else { &[] }, &case);
+                        }
                     }
                 }
             }

@@ -1,0 +1,126 @@
+//! The expand 1x1 convolution fused with the depthwise convolution that reads it, on wide maps.
+//!
+//! Unfused, the expanded map (up to 112 x 112 x 96 floats, 4.8 MB, for B0) is written to memory by the
+//! expand GEMM and read back by the depthwise kernel: on the early, wide stages that round trip through
+//! memory rather than cache dominated the depthwise time. Here each band of output rows walks down the
+//! image [`TILE_ROWS`] rows at a time, expanding only the input rows the next tile needs into a small
+//! buffer (keeping the overlap rows from the previous tile) and convolving them while they are in cache.
+//! The per-channel sums for squeeze-excite are taken in the same pass.
+
+use crate::kernels::{
+    channel_sums, depthwise_rows, for_chunks, gemm_block, geometry_of, total_sums, Exec,
+    FeatureMap, Geometry, MapView,
+};
+use crate::layers::PreparedConv;
+use crate::pool;
+use effnet_arch::Padding;
+
+/// Output rows convolved per step.
+const TILE_ROWS: usize = 8;
+
+/// Maps at least this wide are fused; narrower ones fit in cache anyway (and use the padded-copy
+/// depthwise path instead).
+pub const FUSE_FROM_WIDTH: usize = crate::kernels::PAD_COPY_BELOW;
+
+/// `depthwise(expand(x))` with both convolutions' bias and activation, and the per-channel sums of the
+/// result when `pool` (else empty).
+pub fn expand_depthwise(
+    x: &FeatureMap,
+    expand: &PreparedConv,
+    depthwise: &PreparedConv,
+    padding: Padding,
+    exec: Exec,
+    pool: bool,
+) -> (FeatureMap, Vec<f64>) {
+    let g = geometry_of(x.height, x.width, depthwise, padding);
+    let ch = depthwise.out_channels;
+    let row_len = g.out_w * ch;
+    let mut out = pool::take(g.out_h * row_len);
+    let bands = if exec.parallel {
+        rayon::current_num_threads().clamp(1, g.out_h)
+    } else {
+        1
+    };
+    let rows_per_band = g.out_h.div_ceil(bands);
+    let band = Band {
+        x,
+        expand,
+        depthwise,
+        g,
+        pool,
+    };
+    let partial = for_chunks(&mut out, rows_per_band * row_len, bands > 1, |b, rows| {
+        band.run(b * rows_per_band, rows)
+    });
+    let sums = total_sums(partial, if pool { ch } else { 0 });
+    (FeatureMap::new(out, g.out_h, g.out_w, ch), sums)
+}
+
+/// One band of output rows and what it needs.
+struct Band<'a> {
+    x: &'a FeatureMap,
+    expand: &'a PreparedConv,
+    depthwise: &'a PreparedConv,
+    g: Geometry,
+    pool: bool,
+}
+
+impl Band<'_> {
+    /// The input rows `[first, end)` that output rows `[o0, o1)` read.
+    fn input_rows(&self, o0: usize, o1: usize) -> (usize, usize) {
+        let (s, k, top) = (self.depthwise.stride, self.depthwise.kernel, self.g.pad_top);
+        let first = (o0 * s).saturating_sub(top).min(self.x.height);
+        let end = ((o1 - 1) * s + k).saturating_sub(top).min(self.x.height);
+        (first, end.max(first))
+    }
+
+    /// Computes output rows `first..` into `out`; returns their per-channel sums if pooling.
+    fn run(&self, first: usize, out: &mut [f32]) -> Vec<f64> {
+        let (x, ch) = (self.x, self.depthwise.out_channels);
+        let (width, cin) = (x.width, x.channels);
+        let expanded_row = width * ch;
+        let out_row = self.g.out_w * ch;
+        let most = (TILE_ROWS - 1) * self.depthwise.stride + self.depthwise.kernel;
+        let mut buffer = pool::take(most * expanded_row);
+        let mut tile_sums = Vec::new();
+        // The expanded rows `[held.0, held.1)` of the input are in `buffer`, in order.
+        let mut held = (0, 0);
+        for (t, tile) in out.chunks_mut(TILE_ROWS * out_row).enumerate() {
+            let o0 = first + t * TILE_ROWS;
+            let (a, b) = self.input_rows(o0, o0 + tile.len() / out_row);
+            // Keep the rows this tile shares with the last one, expand the rest after them.
+            let keep_from = a.clamp(held.0, held.1);
+            let kept = held.1 - keep_from;
+            buffer.copy_within(
+                (keep_from - held.0) * expanded_row..(held.1 - held.0) * expanded_row,
+                0,
+            );
+            let new_first = a.max(held.1);
+            gemm_block(
+                &x.data[new_first * width * cin..b * width * cin],
+                cin,
+                self.expand,
+                &mut buffer[kept * expanded_row..(b - a) * expanded_row],
+                None,
+                gemm::Parallelism::None,
+            );
+            held = (a, b);
+            let view = MapView {
+                data: &buffer[..(b - a) * expanded_row],
+                height: b - a,
+                width,
+            };
+            // Row `a` of the input is row 0 of the view: shift the padding to match.
+            let g = Geometry {
+                pad_top: self.g.pad_top + a,
+                ..self.g
+            };
+            depthwise_rows(&view, self.depthwise, g, o0, tile);
+            if self.pool {
+                tile_sums.push(channel_sums(tile, ch));
+            }
+        }
+        pool::give(buffer);
+        total_sums(tile_sums, if self.pool { ch } else { 0 })
+    }
+}
