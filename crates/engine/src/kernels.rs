@@ -604,6 +604,39 @@ unsafe fn epilogue_avx512(
 const GEMM_ROWS: usize = 128;
 
 /// `out = x * weight` for rows of `k` inputs, then the epilogue, one block of [`GEMM_ROWS`] at a time.
+/// `out = lhs * rhs` for row-major `lhs` (`m x k`), `rhs` (`k x n`) and `out` (`m x n`), `m` and `n`
+/// taken from the slice lengths.
+fn matmul(lhs: &[f32], rhs: &[f32], k: usize, out: &mut [f32], parallelism: gemm::Parallelism) {
+    let m = lhs.len() / k.max(1);
+    let n = rhs.len() / k.max(1);
+    assert!(lhs.len() == m * k && rhs.len() == k * n && out.len() == m * n);
+    // SAFETY: the assert above gives every operand exactly the size its strides address; `out` is
+    // exclusively borrowed, so it cannot overlap the others.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            lhs.as_ptr(),
+            1,
+            k as isize,
+            rhs.as_ptr(),
+            1,
+            n as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
 pub(crate) fn gemm_block(
     x: &[f32],
     k: usize,
@@ -615,32 +648,13 @@ pub(crate) fn gemm_block(
     let n = c.out_channels;
     for (i, block) in out.chunks_mut(GEMM_ROWS * n).enumerate() {
         let m = block.len() / n;
-        let lhs = &x[i * GEMM_ROWS * k..][..m * k];
-        // SAFETY: dst is m x n row-major (row stride n), lhs m x k (row stride k), rhs k x n (row stride n);
-        // the slices have exactly those sizes and do not overlap.
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                block.as_mut_ptr(),
-                1,
-                n as isize,
-                false,
-                lhs.as_ptr(),
-                1,
-                k as isize,
-                c.weight.as_ptr(),
-                1,
-                n as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                parallelism,
-            );
-        }
+        matmul(
+            &x[i * GEMM_ROWS * k..][..m * k],
+            &c.weight,
+            k,
+            block,
+            parallelism,
+        );
         bias_activation_rows(
             block,
             &c.bias,
@@ -662,11 +676,17 @@ pub fn pointwise(
     let mut out = pool::take(m * n);
     let residual = residual.map(|r| r.data.as_slice());
     if exec.parallel && m > GEMM_ROWS {
-        for_chunks(&mut out, GEMM_ROWS * n, true, |i, block| {
+        // Equal blocks of at most GEMM_ROWS pixels, a multiple of the thread count of them, so no
+        // thread is left with a short last block while the other waits (14 x 14 = 196 pixels would
+        // otherwise be 128 + 68).
+        let threads = rayon::current_num_threads();
+        let blocks = threads * m.div_ceil(threads * GEMM_ROWS);
+        let per_block = m.div_ceil(blocks);
+        for_chunks(&mut out, per_block * n, true, |i, block| {
             let rows = block.len() / n;
-            let res = residual.map(|r| &r[i * GEMM_ROWS * n..][..rows * n]);
+            let res = residual.map(|r| &r[i * per_block * n..][..rows * n]);
             gemm_block(
-                &x.data[i * GEMM_ROWS * k..][..rows * k],
+                &x.data[i * per_block * k..][..rows * k],
                 k,
                 c,
                 block,
@@ -719,10 +739,20 @@ fn dense_vector(
 ) -> Vec<f32> {
     let mut out = bias.to_vec();
     let n = out.len();
-    for (i, &v) in input.iter().enumerate() {
-        out.iter_mut()
-            .zip(&weight[i * n..(i + 1) * n])
-            .for_each(|(o, &w)| *o += v * w);
+    // Four input rows per pass over `out`: with few outputs (an SE reduction has 4 to 48) one row per
+    // pass would make every pass wait on the previous one's stores.
+    let rows = weight.chunks_exact(n).zip(input);
+    let mut quads = input.chunks_exact(4).zip(weight.chunks_exact(4 * n));
+    for (v, w) in quads.by_ref() {
+        let (w0, rest) = w.split_at(n);
+        let (w1, rest) = rest.split_at(n);
+        let (w2, w3) = rest.split_at(n);
+        for (j, o) in out.iter_mut().enumerate() {
+            *o += v[0] * w0[j] + v[1] * w1[j] + v[2] * w2[j] + v[3] * w3[j];
+        }
+    }
+    for (w, &v) in rows.skip(input.len() / 4 * 4) {
+        out.iter_mut().zip(w).for_each(|(o, &w)| *o += v * w);
     }
     apply(activation, &mut out);
     out
@@ -772,4 +802,24 @@ pub fn excite(
 /// The classifier on pooled features.
 pub fn linear(features: &[f32], l: &PreparedLinear) -> Vec<f32> {
     dense_vector(features, &l.weight, &l.bias, None)
+}
+
+/// The classifier on the pooled features of several images as one GEMM, so its weights (5 MB for
+/// 1000 classes) are read once per batch instead of once per image.
+pub fn linear_batch(features: &[Vec<f32>], l: &PreparedLinear) -> Vec<Vec<f32>> {
+    if features.len() < 2 {
+        return features.iter().map(|f| linear(f, l)).collect();
+    }
+    let lhs: Vec<f32> = features.concat();
+    let mut out = vec![0f32; features.len() * l.out_features];
+    matmul(
+        &lhs,
+        &l.weight,
+        l.in_features,
+        &mut out,
+        gemm::Parallelism::Rayon(0),
+    );
+    out.chunks_exact(l.out_features)
+        .map(|row| row.iter().zip(&l.bias).map(|(v, b)| v + b).collect())
+        .collect()
 }

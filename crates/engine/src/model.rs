@@ -4,8 +4,8 @@
 use crate::error::{EngineError, Result};
 use crate::fused::{expand_depthwise, FUSE_FROM_WIDTH};
 use crate::kernels::{
-    conv_dense, depthwise_pooling, excite, global_average, linear, means, pointwise, Exec,
-    FeatureMap,
+    conv_dense, depthwise_pooling, excite, global_average, linear, linear_batch, means, pointwise,
+    Exec, FeatureMap,
 };
 use crate::layers::{prepare_conv, prepare_linear, PreparedConv, PreparedLinear};
 use crate::pool;
@@ -161,9 +161,16 @@ impl Engine {
 
     /// Logits of several images, threaded as [`Engine::features_batch`].
     pub fn logits_batch(&self, images: &[FeatureMap]) -> Vec<Result<Vec<f32>>> {
-        self.features_batch(images)
+        let features = self.features_batch(images);
+        let ok: Vec<Vec<f32>> = features
+            .iter()
+            .filter_map(|f| f.as_ref().ok())
+            .cloned()
+            .collect();
+        let mut logits = linear_batch(&ok, &self.classifier).into_iter();
+        features
             .into_iter()
-            .map(|f| f.map(|f| self.classify(&f)))
+            .map(|f| f.map(|_| logits.next().expect("one row per image")))
             .collect()
     }
 }

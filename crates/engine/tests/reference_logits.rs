@@ -126,6 +126,29 @@ fn real_lite0_matches_the_reference_on_the_hash_input_and_photos() {
     }
 }
 
+#[test]
+fn a_batch_of_images_matches_the_references_image_by_image() {
+    // Several images: the images run on separate threads and the classifier is one GEMM for all.
+    let engine = lite0();
+    let names = [
+        "lite0_hash",
+        "lite0_coffee",
+        "lite0_camera",
+        "lite0_chelsea",
+    ];
+    let inputs = [
+        hash_input(224),
+        centre_crop("coffee.png", 224),
+        centre_crop("camera.png", 224),
+        centre_crop("chelsea.png", 224),
+    ];
+    let batch = engine.logits_batch(&inputs);
+    assert_eq!(batch.len(), names.len());
+    for (name, logits) in names.iter().zip(batch) {
+        compare(name, &format!("{name} (in a batch of 4)"), &logits.unwrap());
+    }
+}
+
 fn random_engine(model: &str, padding: Padding, eps: f64) -> Engine {
     let mut config = Variant::by_name(model).unwrap().config();
     (config.padding, config.bn_eps) = (padding, eps);
