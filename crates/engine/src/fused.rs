@@ -1,15 +1,17 @@
-//! The expand 1x1 convolution fused with the depthwise convolution that reads it, on wide maps.
+//! The expand 1x1 convolution fused with the depthwise convolution that reads it.
 //!
 //! Unfused, the expanded map (up to 112 x 112 x 96 floats, 4.8 MB, for B0) is written to memory by the
 //! expand GEMM and read back by the depthwise kernel: on the early, wide stages that round trip through
 //! memory rather than cache dominated the depthwise time. Here each band of output rows walks down the
 //! image [`TILE_ROWS`] rows at a time, expanding only the input rows the next tile needs into a small
 //! buffer (keeping the overlap rows from the previous tile) and convolving them while they are in cache.
-//! The per-channel sums for squeeze-excite are taken in the same pass.
+//! The per-channel sums for squeeze-excite are taken in the same pass. On narrow maps the buffered rows
+//! carry the zero padding, so every depthwise block takes the check-free interior path without a padded
+//! copy of the whole map.
 
 use crate::kernels::{
     channel_sums, depthwise_rows, for_chunks, gemm_block, geometry_of, total_sums, Exec,
-    FeatureMap, Geometry, MapView,
+    FeatureMap, Geometry, MapView, PAD_COPY_BELOW,
 };
 use crate::layers::PreparedConv;
 use crate::pool;
@@ -17,10 +19,6 @@ use effnet_arch::Padding;
 
 /// Output rows convolved per step.
 const TILE_ROWS: usize = 8;
-
-/// Maps at least this wide are fused; narrower ones fit in cache anyway (and use the padded-copy
-/// depthwise path instead).
-pub const FUSE_FROM_WIDTH: usize = crate::kernels::PAD_COPY_BELOW;
 
 /// `depthwise(expand(x))` with both convolutions' bias and activation, and the per-channel sums of the
 /// result when `pool` (else empty).
@@ -42,12 +40,20 @@ pub fn expand_depthwise(
         1
     };
     let rows_per_band = g.out_h.div_ceil(bands);
+    let (s, k) = (depthwise.stride, depthwise.kernel);
+    let padded = (x.width < PAD_COPY_BELOW).then(|| {
+        [
+            ((g.out_h - 1) * s + k).max(g.pad_top + x.height),
+            ((g.out_w - 1) * s + k).max(g.pad_left + x.width),
+        ]
+    });
     let band = Band {
         x,
         expand,
         depthwise,
         g,
         pool,
+        padded,
     };
     let partial = for_chunks(&mut out, rows_per_band * row_len, bands > 1, |b, rows| {
         band.run(b * rows_per_band, rows)
@@ -63,27 +69,76 @@ struct Band<'a> {
     depthwise: &'a PreparedConv,
     g: Geometry,
     pool: bool,
+    /// Narrow maps keep their expanded rows zero-padded (`[rows, columns]` of the padded map), so that
+    /// every depthwise block runs the check-free interior kernel; wide maps keep them as they are.
+    padded: Option<[usize; 2]>,
 }
 
 impl Band<'_> {
-    /// The input rows `[first, end)` that output rows `[o0, o1)` read.
+    /// Row width of the buffered expanded rows, in pixels.
+    fn buffer_width(&self) -> usize {
+        self.padded.map_or(self.x.width, |[_, w]| w)
+    }
+
+    /// The rows `[first, end)` that output rows `[o0, o1)` read: padded-map rows when padded, else
+    /// input rows (the padding then is left to the depthwise kernel).
     fn input_rows(&self, o0: usize, o1: usize) -> (usize, usize) {
-        let (s, k, top) = (self.depthwise.stride, self.depthwise.kernel, self.g.pad_top);
-        let first = (o0 * s).saturating_sub(top).min(self.x.height);
-        let end = ((o1 - 1) * s + k).saturating_sub(top).min(self.x.height);
+        let (s, k) = (self.depthwise.stride, self.depthwise.kernel);
+        let (top, limit) = match self.padded {
+            Some([rows, _]) => (0, rows),
+            None => (self.g.pad_top, self.x.height),
+        };
+        let first = (o0 * s).saturating_sub(top).min(limit);
+        let end = ((o1 - 1) * s + k).saturating_sub(top).min(limit);
         (first, end.max(first))
+    }
+
+    /// Writes the expanded rows `[first, end)` (in [`input_rows`](Self::input_rows) numbering) into `dst`.
+    fn expand_rows(&self, first: usize, end: usize, dst: &mut [f32]) {
+        let (x, ch) = (self.x, self.depthwise.out_channels);
+        let (width, cin) = (x.width, x.channels);
+        let Some([_, padded_width]) = self.padded else {
+            let src = &x.data[first * width * cin..end * width * cin];
+            gemm_block(src, cin, self.expand, dst, None, gemm::Parallelism::None);
+            return;
+        };
+        // Padded rows `top..top + height` hold the image; the rest, and each row's margins, are zero.
+        let (top, left) = (self.g.pad_top, self.g.pad_left);
+        let image = first.clamp(top, top + x.height) - top..end.clamp(top, top + x.height) - top;
+        let mut rows = pool::take(image.len() * width * ch);
+        let src = &x.data[image.start * width * cin..image.end * width * cin];
+        gemm_block(
+            src,
+            cin,
+            self.expand,
+            &mut rows,
+            None,
+            gemm::Parallelism::None,
+        );
+        for (r, row) in (first..end).zip(dst.chunks_exact_mut(padded_width * ch)) {
+            match r.checked_sub(top).filter(|i| image.contains(i)) {
+                Some(i) => {
+                    let inner = &rows[(i - image.start) * width * ch..][..width * ch];
+                    row[..left * ch].fill(0.0);
+                    row[left * ch..(left + width) * ch].copy_from_slice(inner);
+                    row[(left + width) * ch..].fill(0.0);
+                }
+                None => row.fill(0.0),
+            }
+        }
+        pool::give(rows);
     }
 
     /// Computes output rows `first..` into `out`; returns their per-channel sums if pooling.
     fn run(&self, first: usize, out: &mut [f32]) -> Vec<f64> {
-        let (x, ch) = (self.x, self.depthwise.out_channels);
-        let (width, cin) = (x.width, x.channels);
+        let ch = self.depthwise.out_channels;
+        let width = self.buffer_width();
         let expanded_row = width * ch;
         let out_row = self.g.out_w * ch;
         let most = (TILE_ROWS - 1) * self.depthwise.stride + self.depthwise.kernel;
         let mut buffer = pool::take(most * expanded_row);
         let mut tile_sums = Vec::new();
-        // The expanded rows `[held.0, held.1)` of the input are in `buffer`, in order.
+        // The expanded rows `[held.0, held.1)` are in `buffer`, in order.
         let mut held = (0, 0);
         for (t, tile) in out.chunks_mut(TILE_ROWS * out_row).enumerate() {
             let o0 = first + t * TILE_ROWS;
@@ -96,13 +151,10 @@ impl Band<'_> {
                 0,
             );
             let new_first = a.max(held.1);
-            gemm_block(
-                &x.data[new_first * width * cin..b * width * cin],
-                cin,
-                self.expand,
+            self.expand_rows(
+                new_first,
+                b,
                 &mut buffer[kept * expanded_row..(b - a) * expanded_row],
-                None,
-                gemm::Parallelism::None,
             );
             held = (a, b);
             let view = MapView {
@@ -110,10 +162,17 @@ impl Band<'_> {
                 height: b - a,
                 width,
             };
-            // Row `a` of the input is row 0 of the view: shift the padding to match.
-            let g = Geometry {
-                pad_top: self.g.pad_top + a,
-                ..self.g
+            // Row `a` is row 0 of the view: shift the padding to match (none is left when padded).
+            let g = match self.padded {
+                Some(_) => Geometry {
+                    pad_top: a,
+                    pad_left: 0,
+                    ..self.g
+                },
+                None => Geometry {
+                    pad_top: self.g.pad_top + a,
+                    ..self.g
+                },
             };
             depthwise_rows(&view, self.depthwise, g, o0, tile);
             if self.pool {

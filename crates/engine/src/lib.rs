@@ -7,7 +7,7 @@ pub mod fused;
 pub mod kernels;
 pub mod layers;
 pub mod model;
-pub mod pool;
+pub(crate) mod pool;
 
 pub use error::{EngineError, Result};
 pub use kernels::FeatureMap;

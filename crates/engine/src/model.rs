@@ -2,7 +2,7 @@
 //! batch).
 
 use crate::error::{EngineError, Result};
-use crate::fused::{expand_depthwise, FUSE_FROM_WIDTH};
+use crate::fused::expand_depthwise;
 use crate::kernels::{
     conv_dense, depthwise_pooling, excite, global_average, linear, linear_batch, means, pointwise,
     Exec, FeatureMap,
@@ -109,20 +109,12 @@ impl Engine {
         Ok(pooled)
     }
 
-    /// A block's depthwise output with squeeze-excite applied. On wide maps the expand convolution is
-    /// fused into the depthwise pass; the squeeze's channel sums are taken in that pass either way.
+    /// A block's depthwise output with squeeze-excite applied. The expand convolution is fused into the
+    /// depthwise pass, and the squeeze's channel sums are taken in that pass.
     fn depthwise_stage(&self, b: &PreparedBlock, x: &FeatureMap, exec: Exec) -> FeatureMap {
         let sums = b.se.is_some();
         let (mut y, sums) = match &b.expand {
-            Some(e) if x.width >= FUSE_FROM_WIDTH => {
-                expand_depthwise(x, e, &b.depthwise, self.padding, exec, sums)
-            }
-            Some(e) => {
-                let expanded = pointwise(x, e, None, exec);
-                let out = depthwise_pooling(&expanded, &b.depthwise, self.padding, exec, sums);
-                pool::give(expanded.data);
-                out
-            }
+            Some(e) => expand_depthwise(x, e, &b.depthwise, self.padding, exec, sums),
             None => depthwise_pooling(x, &b.depthwise, self.padding, exec, sums),
         };
         if let Some((reduce, expand)) = &b.se {

@@ -1,59 +1,59 @@
 //! Per-thread reuse of activation buffers: after the first inference, running a network allocates and zeroes
 //! nothing. Every kernel writes every element of its output, so a reused buffer's old contents never show.
+//!
+//! Invariant: every buffer this module hands out has its whole capacity initialised, and only such buffers
+//! (from [`take`], on any thread) are handed back to [`give`]. So a buffer lent at a small length comes
+//! back with its full size still usable, and is never zeroed again. The module is private to the crate
+//! so that the invariant can be checked by reading it.
 
 use std::cell::RefCell;
 
-/// A buffer with how much of it has ever been initialised.
-struct Slot {
-    data: Vec<f32>,
-    initialised: usize,
-}
-
 thread_local! {
-    static POOL: RefCell<Vec<Slot>> = const { RefCell::new(Vec::new()) };
+    /// Returned buffers, each initialised over its whole capacity.
+    static POOL: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A buffer of exactly `n` elements whose contents are unspecified (old values or zeros).
-pub fn take(n: usize) -> Vec<f32> {
-    let slot = POOL.with(|pool| {
+pub(crate) fn take(n: usize) -> Vec<f32> {
+    let buffer = POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
-        // Prefer the most recently returned buffer that is big enough (likely still in cache), else the
+        // The smallest buffer that is big enough (the latest of equals, likely still in cache), else the
         // biggest one.
-        let pick = pool.iter().rposition(|s| s.initialised >= n).or_else(|| {
+        let fits = pool.iter().enumerate().filter(|(_, b)| b.capacity() >= n);
+        let best = fits.min_by_key(|&(i, b)| (b.capacity(), std::cmp::Reverse(i)));
+        let pick = best.map(|(i, _)| i).or_else(|| {
             pool.iter()
                 .enumerate()
-                .max_by_key(|(_, s)| s.initialised)
+                .max_by_key(|(_, b)| b.capacity())
                 .map(|(i, _)| i)
         });
-        pick.map(|i| pool.remove(i))
+        pick.map(|i| pool.swap_remove(i))
     });
-    match slot {
-        Some(Slot {
-            mut data,
-            initialised,
-        }) if initialised >= n => {
-            // SAFETY: the first `initialised` elements were written before (by `resize` or a kernel) and
-            // truncation never de-initialises memory; f32 has no invalid bit patterns.
-            unsafe { data.set_len(n) };
-            data
-        }
-        Some(Slot {
-            mut data,
-            initialised,
-        }) => {
-            // SAFETY: as above for the first `initialised` elements; `resize` then initialises the rest.
-            unsafe { data.set_len(initialised) };
-            data.resize(n, 0.0);
+    let mut data = match buffer {
+        Some(mut data) => {
+            // SAFETY: the whole capacity is initialised (module invariant).
+            unsafe { data.set_len(data.capacity()) };
+            if data.len() < n {
+                data.resize(n, 0.0);
+            }
             data
         }
         None => vec![0.0; n],
+    };
+    // Keep the invariant: growth may have reserved more than `n`.
+    let capacity = data.capacity();
+    if data.len() < capacity {
+        data.resize(capacity, 0.0);
     }
+    // SAFETY: the whole capacity is initialised (above, or by the module invariant); f32 has no
+    // invalid bit patterns.
+    unsafe { data.set_len(n) };
+    data
 }
 
-/// Returns a buffer for later [`take`]s on this thread.
-pub fn give(data: Vec<f32>) {
-    let initialised = data.len();
-    POOL.with(|pool| pool.borrow_mut().push(Slot { data, initialised }));
+/// Returns a buffer from [`take`] for later [`take`]s on this thread.
+pub(crate) fn give(data: Vec<f32>) {
+    POOL.with(|pool| pool.borrow_mut().push(data));
 }
 
 #[cfg(test)]
@@ -75,5 +75,23 @@ mod tests {
         let d = take(2000);
         assert_eq!(d.len(), 2000);
         assert!(d.iter().all(|&v| v == 0.0), "fresh memory is zeroed");
+    }
+
+    #[test]
+    fn a_buffer_lent_short_comes_back_at_full_size_without_zeroing() {
+        let mut big = take(10_000);
+        big.fill(1.0);
+        let ptr = big.as_ptr();
+        give(big);
+        let small = take(100);
+        assert_eq!(small.as_ptr(), ptr, "the only buffer is lent");
+        give(small);
+        let again = take(10_000);
+        assert_eq!(again.as_ptr(), ptr);
+        assert!(
+            again.iter().all(|&v| v == 1.0),
+            "its old contents are kept, not zeroed again"
+        );
+        give(again);
     }
 }

@@ -201,8 +201,18 @@ fn pointwise_with_and_without_residual_matches_the_reference() {
 
 #[test]
 fn fused_expand_depthwise_matches_the_two_reference_convolutions() {
-    // Wide enough to be fused; tall enough for several tiles and, threaded, two bands.
-    for (h, w) in [(34, 33), (9, 40), (1, 32), (20, 35)] {
+    // Wide maps and narrow ones (whose buffered rows carry the padding); tall enough for several tiles
+    // and, threaded, two bands.
+    for (h, w) in [
+        (34, 33),
+        (9, 40),
+        (1, 32),
+        (20, 35),
+        (14, 14),
+        (7, 7),
+        (1, 1),
+        (12, 5),
+    ] {
         for (cin, mid) in [(5, 17), (8, 40)] {
             for (k, stride) in [(3, 1), (3, 2), (5, 1), (5, 2)] {
                 for padding in [Padding::TfSame, Padding::Symmetric] {
