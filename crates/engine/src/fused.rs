@@ -11,7 +11,7 @@
 
 use crate::kernels::{
     channel_sums, depthwise_rows, for_chunks, gemm_block, geometry_of, total_sums, Exec,
-    FeatureMap, Geometry, MapView, PAD_COPY_BELOW,
+    FeatureMap, GemmInput, Geometry, MapView, PAD_COPY_BELOW,
 };
 use crate::layers::PreparedConv;
 use crate::pool;
@@ -99,7 +99,14 @@ impl Band<'_> {
         let (width, cin) = (x.width, x.channels);
         let Some([_, padded_width]) = self.padded else {
             let src = &x.data[first * width * cin..end * width * cin];
-            gemm_block(src, cin, self.expand, dst, None, gemm::Parallelism::None);
+            gemm_block(
+                src,
+                cin,
+                self.expand,
+                dst,
+                GemmInput::default(),
+                gemm::Parallelism::None,
+            );
             return;
         };
         // Padded rows `top..top + height` hold the image; the rest, and each row's margins, are zero.
@@ -107,12 +114,13 @@ impl Band<'_> {
         let image = first.clamp(top, top + x.height) - top..end.clamp(top, top + x.height) - top;
         let mut rows = pool::take(image.len() * width * ch);
         let src = &x.data[image.start * width * cin..image.end * width * cin];
+        let plain = GemmInput::default();
         gemm_block(
             src,
             cin,
             self.expand,
             &mut rows,
-            None,
+            plain,
             gemm::Parallelism::None,
         );
         for (r, row) in (first..end).zip(dst.chunks_exact_mut(padded_width * ch)) {

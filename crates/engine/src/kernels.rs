@@ -187,7 +187,14 @@ pub fn conv_dense(x: &FeatureMap, c: &PreparedConv, padding: Padding, exec: Exec
         let rows = out_block.len() / n;
         let mut patches = pool::take(rows * patch);
         im2col(x, c, g, i * GEMM_ROWS, &mut patches);
-        gemm_block(&patches, patch, c, out_block, None, gemm::Parallelism::None);
+        gemm_block(
+            &patches,
+            patch,
+            c,
+            out_block,
+            GemmInput::default(),
+            gemm::Parallelism::None,
+        );
         pool::give(patches);
     };
     for_chunks(&mut out, GEMM_ROWS * n, exec.parallel, block);
@@ -642,32 +649,58 @@ pub(crate) fn gemm_block(
     k: usize,
     c: &PreparedConv,
     out: &mut [f32],
-    residual: Option<&[f32]>,
+    input: GemmInput,
     parallelism: gemm::Parallelism,
 ) {
     let n = c.out_channels;
     for (i, block) in out.chunks_mut(GEMM_ROWS * n).enumerate() {
         let m = block.len() / n;
-        matmul(
-            &x[i * GEMM_ROWS * k..][..m * k],
-            &c.weight,
-            k,
-            block,
-            parallelism,
-        );
+        let rows = &x[i * GEMM_ROWS * k..][..m * k];
+        match input.gate {
+            // Squeeze-excite's channel scale on a copy of the block, still in cache for the GEMM.
+            Some(gate) => {
+                let mut scaled = pool::take(rows.len());
+                scaled.copy_from_slice(rows);
+                scale_rows(&mut scaled, gate);
+                matmul(&scaled, &c.weight, k, block, parallelism);
+                pool::give(scaled);
+            }
+            None => matmul(rows, &c.weight, k, block, parallelism),
+        }
         bias_activation_rows(
             block,
             &c.bias,
             c.activation,
-            residual.map(|r| &r[i * GEMM_ROWS * n..][..m * n]),
+            input.residual.map(|r| &r[i * GEMM_ROWS * n..][..m * n]),
         );
     }
+}
+
+/// What a GEMM block adds to `x * weight`: a per-input-channel scale applied first, a residual added last.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct GemmInput<'a> {
+    /// Multiplies every input row channel by channel (squeeze-excite's gate).
+    pub gate: Option<&'a [f32]>,
+    /// Added to the output after the activation.
+    pub residual: Option<&'a [f32]>,
 }
 
 /// A 1x1 convolution as GEMM (`[pixels x in] * [in x out]`) with bias, activation and an optional residual
 /// fused into one pass per block of pixels.
 pub fn pointwise(
     x: &FeatureMap,
+    c: &PreparedConv,
+    residual: Option<&FeatureMap>,
+    exec: Exec,
+) -> FeatureMap {
+    pointwise_gated(x, None, c, residual, exec)
+}
+
+/// [`pointwise`] of `x` with every input channel first multiplied by `gate` (squeeze-excite's scale),
+/// block by block inside the GEMM's tasks instead of in a pass of its own.
+pub fn pointwise_gated(
+    x: &FeatureMap,
+    gate: Option<&[f32]>,
     c: &PreparedConv,
     residual: Option<&FeatureMap>,
     exec: Exec,
@@ -684,15 +717,12 @@ pub fn pointwise(
         let per_block = m.div_ceil(blocks);
         for_chunks(&mut out, per_block * n, true, |i, block| {
             let rows = block.len() / n;
-            let res = residual.map(|r| &r[i * per_block * n..][..rows * n]);
-            gemm_block(
-                &x.data[i * per_block * k..][..rows * k],
-                k,
-                c,
-                block,
-                res,
-                gemm::Parallelism::None,
-            );
+            let input = GemmInput {
+                gate,
+                residual: residual.map(|r| &r[i * per_block * n..][..rows * n]),
+            };
+            let x = &x.data[i * per_block * k..][..rows * k];
+            gemm_block(x, k, c, block, input, gemm::Parallelism::None);
         });
     } else {
         // Few pixels (late stages): split the output channels across threads inside the GEMM instead.
@@ -701,7 +731,8 @@ pub fn pointwise(
         } else {
             gemm::Parallelism::None
         };
-        gemm_block(&x.data, k, c, &mut out, residual, parallelism);
+        let input = GemmInput { gate, residual };
+        gemm_block(&x.data, k, c, &mut out, input, parallelism);
     }
     FeatureMap::new(out, x.height, x.width, n)
 }
@@ -788,15 +819,20 @@ pub fn excite(
     expand: &PreparedConv,
     exec: Exec,
 ) {
-    let reduced = dense_vector(mean, &reduce.weight, &reduce.bias, reduce.activation);
-    let gate: Vec<f32> = dense_vector(&reduced, &expand.weight, &expand.bias, None)
-        .into_iter()
-        .map(sigmoid)
-        .collect();
+    let gate = se_gate(mean, reduce, expand);
     let row_len = x.width * x.channels;
     for_rows(&mut x.data, row_len, exec, |_, rows| {
         scale_rows(rows, &gate)
     });
+}
+
+/// Squeeze-excite's per-channel gate from the channel means: reduce + activation, expand + sigmoid.
+pub fn se_gate(mean: &[f32], reduce: &PreparedConv, expand: &PreparedConv) -> Vec<f32> {
+    let reduced = dense_vector(mean, &reduce.weight, &reduce.bias, reduce.activation);
+    dense_vector(&reduced, &expand.weight, &expand.bias, None)
+        .into_iter()
+        .map(sigmoid)
+        .collect()
 }
 
 /// The classifier on pooled features.

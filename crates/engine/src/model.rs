@@ -4,8 +4,8 @@
 use crate::error::{EngineError, Result};
 use crate::fused::expand_depthwise;
 use crate::kernels::{
-    conv_dense, depthwise_pooling, excite, global_average, linear, linear_batch, means, pointwise,
-    Exec, FeatureMap,
+    conv_dense, depthwise_pooling, global_average, linear, linear_batch, means, pointwise,
+    pointwise_gated, se_gate, Exec, FeatureMap,
 };
 use crate::layers::{prepare_conv, prepare_linear, PreparedConv, PreparedLinear};
 use crate::pool;
@@ -97,8 +97,9 @@ impl Engine {
         }
         let mut x = conv_dense(image, &self.stem, self.padding, exec);
         for b in &self.blocks {
-            let y = self.depthwise_stage(b, &x, exec);
-            let out = pointwise(&y, &b.project, b.residual.then_some(&x), exec);
+            let (y, gate) = self.depthwise_stage(b, &x, exec);
+            let residual = b.residual.then_some(&x);
+            let out = pointwise_gated(&y, gate.as_deref(), &b.project, residual, exec);
             pool::give(y.data);
             pool::give(std::mem::replace(&mut x, out).data);
         }
@@ -109,19 +110,25 @@ impl Engine {
         Ok(pooled)
     }
 
-    /// A block's depthwise output with squeeze-excite applied. The expand convolution is fused into the
-    /// depthwise pass, and the squeeze's channel sums are taken in that pass.
-    fn depthwise_stage(&self, b: &PreparedBlock, x: &FeatureMap, exec: Exec) -> FeatureMap {
+    /// A block's depthwise output and its squeeze-excite gate, which the project convolution applies to
+    /// its input. The expand convolution is fused into the depthwise pass, and the squeeze's channel sums
+    /// are taken in that pass.
+    fn depthwise_stage(
+        &self,
+        b: &PreparedBlock,
+        x: &FeatureMap,
+        exec: Exec,
+    ) -> (FeatureMap, Option<Vec<f32>>) {
         let sums = b.se.is_some();
-        let (mut y, sums) = match &b.expand {
+        let (y, sums) = match &b.expand {
             Some(e) => expand_depthwise(x, e, &b.depthwise, self.padding, exec, sums),
             None => depthwise_pooling(x, &b.depthwise, self.padding, exec, sums),
         };
-        if let Some((reduce, expand)) = &b.se {
+        let gate = b.se.as_ref().map(|(reduce, expand)| {
             let mean = means(sums, y.height * y.width);
-            excite(&mut y, &mean, reduce, expand, exec);
-        }
-        y
+            se_gate(&mean, reduce, expand)
+        });
+        (y, gate)
     }
 
     /// The classifier applied to pooled features.

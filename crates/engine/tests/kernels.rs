@@ -6,7 +6,8 @@ use effnet_arch::variant::Activation;
 use effnet_arch::Padding;
 use effnet_engine::fused::expand_depthwise;
 use effnet_engine::kernels::{
-    conv_dense, depthwise, depthwise_and_mean, pointwise, squeeze_excite, Exec, FeatureMap,
+    conv_dense, depthwise, depthwise_and_mean, pointwise, pointwise_gated, squeeze_excite, Exec,
+    FeatureMap,
 };
 use effnet_engine::layers::PreparedConv;
 
@@ -183,15 +184,24 @@ fn pointwise_with_and_without_residual_matches_the_reference() {
                 let x = FeatureMap::new(values(h * w * cin, 6), h, w, cin);
                 let res = FeatureMap::new(values(h * w * cout, 8), h, w, cout);
                 let c = conv(cin, cout, 1, 1, false, activation, 2);
+                // Squeeze-excite's gate scales each input channel before the GEMM.
+                let gate = values(cin, 10);
+                let gated_input: Vec<f32> = x
+                    .data
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| v * gate[i % cin])
+                    .collect();
+                let gated_input = FeatureMap::new(gated_input, h, w, cin);
                 for residual in [None, Some(&res)] {
                     let want = reference(&x, &c, Padding::TfSame, false, residual);
+                    let want_gated = reference(&gated_input, &c, Padding::TfSame, false, residual);
                     for exec in EXECS {
-                        let got = pointwise(&x, &c, residual, exec);
-                        close(
-                            &got.data,
-                            &want,
-                            &format!("pointwise {h}x{w} {cin}->{cout} {activation:?} {exec:?}"),
-                        );
+                        let case =
+                            format!("pointwise {h}x{w} {cin}->{cout} {activation:?} {exec:?}");
+                        close(&pointwise(&x, &c, residual, exec).data, &want, &case);
+                        let gated = pointwise_gated(&x, Some(&gate), &c, residual, exec);
+                        close(&gated.data, &want_gated, &format!("{case} gated"));
                     }
                 }
             }
