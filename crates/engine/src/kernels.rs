@@ -656,16 +656,17 @@ pub(crate) fn gemm_block(
     for (i, block) in out.chunks_mut(GEMM_ROWS * n).enumerate() {
         let m = block.len() / n;
         let rows = &x[i * GEMM_ROWS * k..][..m * k];
+        let weight = input.weight.unwrap_or(&c.weight);
         match input.gate {
             // Squeeze-excite's channel scale on a copy of the block, still in cache for the GEMM.
             Some(gate) => {
                 let mut scaled = pool::take(rows.len());
                 scaled.copy_from_slice(rows);
                 scale_rows(&mut scaled, gate);
-                matmul(&scaled, &c.weight, k, block, parallelism);
+                matmul(&scaled, weight, k, block, parallelism);
                 pool::give(scaled);
             }
-            None => matmul(rows, &c.weight, k, block, parallelism),
+            None => matmul(rows, weight, k, block, parallelism),
         }
         bias_activation_rows(
             block,
@@ -681,6 +682,8 @@ pub(crate) fn gemm_block(
 pub(crate) struct GemmInput<'a> {
     /// Multiplies every input row channel by channel (squeeze-excite's gate).
     pub gate: Option<&'a [f32]>,
+    /// Replaces the convolution's weights (the same weights with the gate folded in).
+    pub weight: Option<&'a [f32]>,
     /// Added to the output after the activation.
     pub residual: Option<&'a [f32]>,
 }
@@ -696,8 +699,9 @@ pub fn pointwise(
     pointwise_gated(x, None, c, residual, exec)
 }
 
-/// [`pointwise`] of `x` with every input channel first multiplied by `gate` (squeeze-excite's scale),
-/// block by block inside the GEMM's tasks instead of in a pass of its own.
+/// [`pointwise`] of `x` with every input channel first multiplied by `gate` (squeeze-excite's scale):
+/// folded into the weights when they are smaller than the map, else applied block by block inside the
+/// GEMM's tasks; never in a pass of its own.
 pub fn pointwise_gated(
     x: &FeatureMap,
     gate: Option<&[f32]>,
@@ -708,6 +712,17 @@ pub fn pointwise_gated(
     let (m, k, n) = (x.height * x.width, c.in_channels, c.out_channels);
     let mut out = pool::take(m * n);
     let residual = residual.map(|r| r.data.as_slice());
+    // Scaling input channel j by g[j] equals scaling weight row j by g[j]: where the map has more pixels
+    // than the layer has outputs, the weights are the smaller thing to scale.
+    let folded = gate.filter(|_| m > n).map(|gate| {
+        let mut weight = pool::take(k * n);
+        weight.copy_from_slice(&c.weight);
+        for (row, g) in weight.chunks_exact_mut(n).zip(gate) {
+            row.iter_mut().for_each(|w| *w *= g);
+        }
+        weight
+    });
+    let gate = gate.filter(|_| folded.is_none());
     if exec.parallel && m > GEMM_ROWS {
         // Equal blocks of at most GEMM_ROWS pixels, a multiple of the thread count of them, so no
         // thread is left with a short last block while the other waits (14 x 14 = 196 pixels would
@@ -719,6 +734,7 @@ pub fn pointwise_gated(
             let rows = block.len() / n;
             let input = GemmInput {
                 gate,
+                weight: folded.as_deref(),
                 residual: residual.map(|r| &r[i * per_block * n..][..rows * n]),
             };
             let x = &x.data[i * per_block * k..][..rows * k];
@@ -731,8 +747,15 @@ pub fn pointwise_gated(
         } else {
             gemm::Parallelism::None
         };
-        let input = GemmInput { gate, residual };
+        let input = GemmInput {
+            gate,
+            weight: folded.as_deref(),
+            residual,
+        };
         gemm_block(&x.data, k, c, &mut out, input, parallelism);
+    }
+    if let Some(weight) = folded {
+        pool::give(weight);
     }
     FeatureMap::new(out, x.height, x.width, n)
 }
