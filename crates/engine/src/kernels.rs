@@ -157,6 +157,14 @@ fn im2col(x: &FeatureMap, c: &PreparedConv, g: Geometry, first_pixel: usize, pat
         let pixel = first_pixel + i;
         let (oy, ox) = (pixel / g.out_w, pixel % g.out_w);
         for ky in 0..k {
+            let row = &mut patch[ky * k * cin..][..k * cin];
+            // All k taps of this kernel row inside the image: one contiguous run of the input row.
+            let first = (ox * s).checked_sub(g.pad_left).filter(|&ix| ix + k <= x.width);
+            if let (Some(iy), Some(ix)) = (source(oy, s, ky, g.pad_top, x.height), first) {
+                let src = &x.data[(iy * x.width + ix) * cin..][..k * cin];
+                row.iter_mut().zip(src).for_each(|(d, v)| *d = *v);
+                continue;
+            }
             for kx in 0..k {
                 let dst = &mut patch[(ky * k + kx) * cin..][..cin];
                 match (
