@@ -5,13 +5,13 @@
 //! memory rather than cache dominated the depthwise time. Here each band of output rows walks down the
 //! image [`TILE_ROWS`] rows at a time, expanding only the input rows the next tile needs into a small
 //! buffer (keeping the overlap rows from the previous tile) and convolving them while they are in cache.
-//! The per-channel sums for squeeze-excite are taken in the same pass. On narrow maps the buffered rows
-//! carry the zero padding, so every depthwise block takes the check-free interior path without a padded
-//! copy of the whole map.
+//! The per-channel sums for squeeze-excite are taken in the same pass. The buffered rows carry the zero
+//! padding, so every depthwise block takes the check-free interior path without a padded copy of the
+//! whole map.
 
 use crate::kernels::{
-    channel_sums, depthwise_rows, for_chunks, gemm_block, geometry_of, total_sums, Exec,
-    FeatureMap, GemmInput, Geometry, MapView, PAD_COPY_BELOW,
+    channel_sums, depthwise_rows, for_chunks, gemm_block, geometry_of, padded_width, total_sums,
+    Exec, FeatureMap, GemmInput, Geometry, MapView, PAD_COPY_BELOW,
 };
 use crate::layers::PreparedConv;
 use crate::pool;
@@ -41,12 +41,10 @@ pub fn expand_depthwise(
     };
     let rows_per_band = g.out_h.div_ceil(bands);
     let (s, k) = (depthwise.stride, depthwise.kernel);
-    let padded = (x.width < PAD_COPY_BELOW).then(|| {
-        [
-            ((g.out_h - 1) * s + k).max(g.pad_top + x.height),
-            ((g.out_w - 1) * s + k).max(g.pad_left + x.width),
-        ]
-    });
+    let padded = [
+        ((g.out_h - 1) * s + k).max(g.pad_top + x.height),
+        padded_width(g, depthwise, x.width),
+    ];
     let band = Band {
         x,
         expand,
@@ -69,78 +67,71 @@ struct Band<'a> {
     depthwise: &'a PreparedConv,
     g: Geometry,
     pool: bool,
-    /// Narrow maps keep their expanded rows zero-padded (`[rows, columns]` of the padded map), so that
-    /// every depthwise block runs the check-free interior kernel; wide maps keep them as they are.
-    padded: Option<[usize; 2]>,
+    /// `[rows, columns]` of the zero-padded expanded map. The buffered rows carry the padding, so every
+    /// depthwise block runs the check-free interior kernel.
+    padded: [usize; 2],
 }
 
 impl Band<'_> {
-    /// Row width of the buffered expanded rows, in pixels.
-    fn buffer_width(&self) -> usize {
-        self.padded.map_or(self.x.width, |[_, w]| w)
-    }
-
-    /// The rows `[first, end)` that output rows `[o0, o1)` read: padded-map rows when padded, else
-    /// input rows (the padding then is left to the depthwise kernel).
+    /// The padded-map rows `[first, end)` that output rows `[o0, o1)` read.
     fn input_rows(&self, o0: usize, o1: usize) -> (usize, usize) {
         let (s, k) = (self.depthwise.stride, self.depthwise.kernel);
-        let (top, limit) = match self.padded {
-            Some([rows, _]) => (0, rows),
-            None => (self.g.pad_top, self.x.height),
-        };
-        let first = (o0 * s).saturating_sub(top).min(limit);
-        let end = ((o1 - 1) * s + k).saturating_sub(top).min(limit);
+        let first = (o0 * s).min(self.padded[0]);
+        let end = ((o1 - 1) * s + k).min(self.padded[0]);
         (first, end.max(first))
     }
 
-    /// Writes the expanded rows `[first, end)` (in [`input_rows`](Self::input_rows) numbering) into `dst`.
+    /// Writes the expanded, zero-padded rows `[first, end)` of the padded map into `dst`.
     fn expand_rows(&self, first: usize, end: usize, dst: &mut [f32]) {
         let (x, ch) = (self.x, self.depthwise.out_channels);
         let (width, cin) = (x.width, x.channels);
-        let Some([_, padded_width]) = self.padded else {
-            let src = &x.data[first * width * cin..end * width * cin];
-            gemm_block(
-                src,
-                cin,
-                self.expand,
-                dst,
-                GemmInput::default(),
-                gemm::Parallelism::None,
-            );
-            return;
-        };
+        let plain = GemmInput::default();
+        let serial = gemm::Parallelism::None;
         // Padded rows `top..top + height` hold the image; the rest, and each row's margins, are zero.
         let (top, left) = (self.g.pad_top, self.g.pad_left);
         let image = first.clamp(top, top + x.height) - top..end.clamp(top, top + x.height) - top;
-        let mut rows = pool::take(image.len() * width * ch);
-        let src = &x.data[image.start * width * cin..image.end * width * cin];
-        let plain = GemmInput::default();
-        gemm_block(
-            src,
-            cin,
-            self.expand,
-            &mut rows,
-            plain,
-            gemm::Parallelism::None,
-        );
-        for (r, row) in (first..end).zip(dst.chunks_exact_mut(padded_width * ch)) {
-            match r.checked_sub(top).filter(|i| image.contains(i)) {
-                Some(i) => {
-                    let inner = &rows[(i - image.start) * width * ch..][..width * ch];
-                    row[..left * ch].fill(0.0);
-                    row[left * ch..(left + width) * ch].copy_from_slice(inner);
-                    row[(left + width) * ch..].fill(0.0);
+        let src = |rows: std::ops::Range<usize>| {
+            &x.data[rows.start * width * cin..rows.end * width * cin]
+        };
+        // Narrow maps: one GEMM for all the new rows (a row alone is too few pixels), then copied into
+        // place. Wide maps: each row's GEMM writes straight into its padded row.
+        let narrow = (width < PAD_COPY_BELOW).then(|| {
+            let mut rows = pool::take(image.len() * width * ch);
+            gemm_block(
+                src(image.clone()),
+                cin,
+                self.expand,
+                &mut rows,
+                plain,
+                serial,
+            );
+            rows
+        });
+        for (r, row) in (first..end).zip(dst.chunks_exact_mut(self.padded[1] * ch)) {
+            let Some(i) = r.checked_sub(top).filter(|i| image.contains(i)) else {
+                row.fill(0.0);
+                continue;
+            };
+            let (margin, rest) = row.split_at_mut(left * ch);
+            let (inner, right) = rest.split_at_mut(width * ch);
+            margin.fill(0.0);
+            right.fill(0.0);
+            match &narrow {
+                Some(rows) => {
+                    inner.copy_from_slice(&rows[(i - image.start) * width * ch..][..width * ch])
                 }
-                None => row.fill(0.0),
+                None => gemm_block(src(i..i + 1), cin, self.expand, inner, plain, serial),
             }
         }
-        pool::give(rows);
+        if let Some(rows) = narrow {
+            pool::give(rows);
+        }
     }
 
     /// Computes output rows `first..` into `out`; returns their per-channel sums if pooling.
     fn run(&self, first: usize, out: &mut [f32]) -> Vec<f64> {
         let ch = self.depthwise.out_channels;
-        let width = self.buffer_width();
+        let width = self.padded[1];
         let expanded_row = width * ch;
         let out_row = self.g.out_w * ch;
         let most = (TILE_ROWS - 1) * self.depthwise.stride + self.depthwise.kernel;
@@ -170,17 +161,11 @@ impl Band<'_> {
                 height: b - a,
                 width,
             };
-            // Row `a` is row 0 of the view: shift the padding to match (none is left when padded).
-            let g = match self.padded {
-                Some(_) => Geometry {
-                    pad_top: a,
-                    pad_left: 0,
-                    ..self.g
-                },
-                None => Geometry {
-                    pad_top: self.g.pad_top + a,
-                    ..self.g
-                },
+            // Row `a` of the padded map is row 0 of the view; no padding is left to apply.
+            let g = Geometry {
+                pad_top: a,
+                pad_left: 0,
+                ..self.g
             };
             depthwise_rows(&view, self.depthwise, g, o0, tile);
             if self.pool {

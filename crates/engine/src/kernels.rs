@@ -159,7 +159,9 @@ fn im2col(x: &FeatureMap, c: &PreparedConv, g: Geometry, first_pixel: usize, pat
         for ky in 0..k {
             let row = &mut patch[ky * k * cin..][..k * cin];
             // All k taps of this kernel row inside the image: one contiguous run of the input row.
-            let first = (ox * s).checked_sub(g.pad_left).filter(|&ix| ix + k <= x.width);
+            let first = (ox * s)
+                .checked_sub(g.pad_left)
+                .filter(|&ix| ix + k <= x.width);
             if let (Some(iy), Some(ix)) = (source(oy, s, ky, g.pad_top, x.height), first) {
                 let src = &x.data[(iy * x.width + ix) * cin..][..k * cin];
                 row.iter_mut().zip(src).for_each(|(d, v)| *d = *v);
@@ -277,18 +279,18 @@ fn depthwise_block<const W: usize>(
 }
 
 /// [`PIXELS`] output pixels whose k x k taps all lie inside the image: no bounds checks in the tap loop.
+/// The first `count` of them are stored (a row's last block may be short).
 ///
 /// # Safety
-/// Every tap of pixels `ox..ox + PIXELS` in output row `oy` must be inside `x`, and `c0 + LANES` must not
-/// exceed the channel count.
+/// Every tap of pixels `ox..ox + PIXELS` in output row `oy` must be inside `x` (all are read, even past
+/// `count`), and `c0 + LANES` must not exceed the channel count.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn depthwise_interior(
     x: &MapView,
     c: &PreparedConv,
     g: Geometry,
-    oy: usize,
-    ox: usize,
+    (oy, ox, count): (usize, usize, usize),
     c0: usize,
     out: &mut [f32],
     fused: bool,
@@ -318,7 +320,7 @@ unsafe fn depthwise_interior(
             }
         }
     }
-    for (p, a) in acc.iter_mut().enumerate() {
+    for (p, a) in acc.iter_mut().enumerate().take(count) {
         apply(c.activation, a);
         out[p * ch + c0..][..LANES].copy_from_slice(a);
     }
@@ -337,8 +339,7 @@ unsafe fn depthwise_interior_avx512(
     x: &MapView,
     c: &PreparedConv,
     g: Geometry,
-    oy: usize,
-    ox: usize,
+    (oy, ox, count): (usize, usize, usize),
     c0: usize,
     out: &mut [f32],
 ) {
@@ -350,7 +351,7 @@ unsafe fn depthwise_interior_avx512(
     let (ch, k, s) = (c.out_channels, c.kernel, c.stride);
     let step = s * ch;
     // SAFETY (all pointer arithmetic and loads below): the caller guarantees every tap is inside the image
-    // and `c0 + 16 <= ch`; stores go to `out`, which holds PIXELS pixels of `ch` channels.
+    // and `c0 + 16 <= ch`; stores go to `out`, which holds `count` pixels of `ch` channels.
     unsafe {
         let bias = _mm512_loadu_ps(c.bias.as_ptr().add(c0));
         let (mut a0, mut a1, mut a2, mut a3) = (bias, bias, bias, bias);
@@ -368,12 +369,10 @@ unsafe fn depthwise_interior_avx512(
                 a3 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(3 * step)), w, a3);
             }
         }
-        let act = |v| avx512::apply(c.activation, v);
         let dst = out.as_mut_ptr().add(c0);
-        _mm512_storeu_ps(dst, act(a0));
-        _mm512_storeu_ps(dst.add(ch), act(a1));
-        _mm512_storeu_ps(dst.add(2 * ch), act(a2));
-        _mm512_storeu_ps(dst.add(3 * ch), act(a3));
+        for (p, a) in [a0, a1, a2, a3].into_iter().enumerate().take(count) {
+            _mm512_storeu_ps(dst.add(p * ch), avx512::apply(c.activation, a));
+        }
     }
 }
 
@@ -395,17 +394,16 @@ pub(crate) fn depthwise_rows(
         target_arch = "x86_64",
         target_feature = "avx512f"
     ));
-    // The output range along one axis whose taps all fall inside the image.
-    let inside = |pad: usize, size: usize, out: usize| {
+    // The outputs along one axis whose taps all fall inside the data: `first..end`. Not capped at the
+    // output size, so a row's short last block is interior when the data has room for a full block
+    // (padded copies are made that wide); only `count` of its pixels are stored.
+    let inside = |pad: usize, size: usize| {
         let first = pad.div_ceil(s);
-        let end = (size + pad)
-            .checked_sub(k)
-            .map_or(0, |v| v / s + 1)
-            .min(out);
+        let end = (size + pad).checked_sub(k).map_or(0, |v| v / s + 1);
         (first, end.max(first))
     };
-    let (col_first, col_end) = inside(g.pad_left, x.width, g.out_w);
-    let (row_first, row_end) = inside(g.pad_top, x.height, g.out_h);
+    let (col_first, col_end) = inside(g.pad_left, x.width);
+    let (row_first, row_end) = inside(g.pad_top, x.height);
     for (r, row_out) in out.chunks_exact_mut(g.out_w * ch).enumerate() {
         let oy = first_row + r;
         let row_inside = oy >= row_first && oy < row_end;
@@ -418,10 +416,10 @@ pub(crate) fn depthwise_rows(
                 if interior && avx512 {
                     // SAFETY: AVX-512F was detected; `interior` means every tap of these pixels is inside `x`
                     // and the loop condition keeps the channel block inside `ch`.
-                    unsafe { depthwise_interior_avx512(x, c, g, oy, ox, c0, pixels) };
+                    unsafe { depthwise_interior_avx512(x, c, g, (oy, ox, count), c0, pixels) };
                 } else if interior {
                     // SAFETY: as above, without the ISA requirement.
-                    unsafe { depthwise_interior(x, c, g, oy, ox, c0, pixels, fused) };
+                    unsafe { depthwise_interior(x, c, g, (oy, ox, count), c0, pixels, fused) };
                 } else {
                     depthwise_block::<LANES>(x, c, g, oy, ox, count, c0, pixels, fused);
                 }
@@ -439,10 +437,16 @@ pub(crate) fn depthwise_rows(
 /// check-free interior path; on wider maps the border is a small share and the copy would cost more.
 pub(crate) const PAD_COPY_BELOW: usize = 32;
 
+/// Columns of a zero-padded copy of a `width`-pixel map: enough that every block of [`PIXELS`] output
+/// pixels, a row's short last block included, reads inside it (so all take the interior kernel).
+pub(crate) fn padded_width(g: Geometry, c: &PreparedConv, width: usize) -> usize {
+    ((g.out_w.next_multiple_of(PIXELS) - 1) * c.stride + c.kernel).max(g.pad_left + width)
+}
+
 /// `x` with the convolution's zero padding added around it (a pooled buffer; give it back when done).
 fn zero_padded(x: &FeatureMap, c: &PreparedConv, g: Geometry) -> FeatureMap {
     let height = ((g.out_h - 1) * c.stride + c.kernel).max(g.pad_top + x.height);
-    let width = ((g.out_w - 1) * c.stride + c.kernel).max(g.pad_left + x.width);
+    let width = padded_width(g, c, x.width);
     let ch = x.channels;
     let (row, inner) = (width * ch, x.width * ch);
     let mut data = pool::take(height * row);
