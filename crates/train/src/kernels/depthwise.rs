@@ -47,43 +47,56 @@ impl Depthwise {
     /// `y = depthwise(x, weight)`; `weight` is `[channels, 1, k, k]`.
     pub fn forward(&self, x: &[f32], weight: &[f32]) -> Vec<f32> {
         let (in_plane, out_plane) = self.plane_sizes();
-        let layout = Phased::new(self);
-        let k2 = self.kernel * self.kernel;
-        let mut y = vec![0.0; self.batch * self.channels * out_plane];
-        y.par_chunks_mut(out_plane)
-            .zip(x.par_chunks(in_plane))
-            .enumerate()
-            .for_each_init(
-                || layout.scratch(),
-                |(phased, wide), (i, (y, x))| {
-                    let w = &weight[(i % self.channels) * k2..][..k2];
-                    layout.split(x, phased);
-                    forward_taps(&layout, phased, w, wide);
-                    layout.narrow(wide, y);
-                },
-            );
-        y
+        self.map_planes(
+            weight,
+            (x, in_plane),
+            out_plane,
+            |layout, w, x, (phased, wide), y| {
+                layout.split(x, phased);
+                forward_taps(layout, phased, w, wide);
+                layout.narrow(wide, y);
+            },
+        )
     }
 
     /// The gradient of the input, given the gradient `dy` of the output.
     pub fn input_grad(&self, weight: &[f32], dy: &[f32]) -> Vec<f32> {
         let (in_plane, out_plane) = self.plane_sizes();
+        self.map_planes(
+            weight,
+            (dy, out_plane),
+            in_plane,
+            |layout, w, dy, (phased, wide), dx| {
+                layout.widen(dy, wide);
+                input_grad_taps(layout, wide, w, phased);
+                layout.unsplit(phased, dx);
+            },
+        )
+    }
+
+    /// A new batch of `dst_plane`-sized planes, each computed in parallel by `f` from the matching
+    /// `src_plane`-sized plane of `src`, its channel's kernel and per-task scratch buffers.
+    fn map_planes(
+        &self,
+        weight: &[f32],
+        (src, src_plane): (&[f32], usize),
+        dst_plane: usize,
+        f: impl Fn(&Phased, &[f32], &[f32], &mut (Vec<f32>, Vec<f32>), &mut [f32]) + Sync,
+    ) -> Vec<f32> {
         let layout = Phased::new(self);
         let k2 = self.kernel * self.kernel;
-        let mut dx = vec![0.0; self.batch * self.channels * in_plane];
-        dx.par_chunks_mut(in_plane)
-            .zip(dy.par_chunks(out_plane))
+        let mut dst = vec![0.0; self.batch * self.channels * dst_plane];
+        dst.par_chunks_mut(dst_plane)
+            .zip(src.par_chunks(src_plane))
             .enumerate()
             .for_each_init(
                 || layout.scratch(),
-                |(phased, wide), (i, (dx, dy))| {
+                |scratch, (i, (dst, src))| {
                     let w = &weight[(i % self.channels) * k2..][..k2];
-                    layout.widen(dy, wide);
-                    input_grad_taps(&layout, wide, w, phased);
-                    layout.unsplit(phased, dx);
+                    f(&layout, w, src, scratch, dst);
                 },
             );
-        dx
+        dst
     }
 
     /// The gradient of the `[channels, 1, k, k]` weight: each channel's taps summed over the batch.

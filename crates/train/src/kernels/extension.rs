@@ -9,6 +9,7 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::NodeId;
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Autodiff, Backend, Dispatch, Flex, TensorMetadata};
@@ -134,6 +135,48 @@ impl TrainKernels for Flex {
     }
 }
 
+/// The two gradients of a convolution kernel.
+trait ConvGradients {
+    fn input_grad(&self, weight: &[f32], dy: &[f32]) -> Vec<f32>;
+    fn weight_grad(&self, x: &[f32], dy: &[f32]) -> Vec<f32>;
+}
+
+impl ConvGradients for Pointwise {
+    fn input_grad(&self, weight: &[f32], dy: &[f32]) -> Vec<f32> {
+        Pointwise::input_grad(self, weight, dy)
+    }
+    fn weight_grad(&self, x: &[f32], dy: &[f32]) -> Vec<f32> {
+        Pointwise::weight_grad(self, x, dy)
+    }
+}
+
+impl ConvGradients for Depthwise {
+    fn input_grad(&self, weight: &[f32], dy: &[f32]) -> Vec<f32> {
+        Depthwise::input_grad(self, weight, dy)
+    }
+    fn weight_grad(&self, x: &[f32], dy: &[f32]) -> Vec<f32> {
+        Depthwise::weight_grad(self, x, dy)
+    }
+}
+
+/// Registers the input and weight gradients of a convolution, for whichever of the two are tracked.
+fn register_conv_grads(
+    conv: &impl ConvGradients,
+    [node_x, node_weight]: [Option<NodeId>; 2],
+    (x, weight): (&FlexTensor, &FlexTensor),
+    grad: &FlexTensor,
+    grads: &mut Gradients,
+) {
+    if let Some(id) = node_x {
+        let dx = conv.input_grad(slice(weight), slice(grad));
+        grads.register::<Flex>(id, flex(dx, x.shape().to_vec()));
+    }
+    if let Some(id) = node_weight {
+        let dw = conv.weight_grad(slice(x), slice(grad));
+        grads.register::<Flex>(id, flex(dw, weight.shape().to_vec()));
+    }
+}
+
 #[derive(Debug)]
 struct PointwiseBackward;
 
@@ -141,18 +184,11 @@ impl Backward<Flex, 2> for PointwiseBackward {
     type State = (FlexTensor, FlexTensor);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_x, node_weight] = ops.parents;
         let grad = values(&grads.consume::<Flex>(&ops.node));
         let (x, weight) = ops.state;
+        let nodes = ops.parents.map(|n| n.map(|n| n.id));
         let p = pointwise_shapes(&x, &weight);
-        if let Some(node) = node_x {
-            let dx = p.input_grad(slice(&weight), slice(&grad));
-            grads.register::<Flex>(node.id, flex(dx, x.shape().to_vec()));
-        }
-        if let Some(node) = node_weight {
-            let dw = p.weight_grad(slice(&x), slice(&grad));
-            grads.register::<Flex>(node.id, flex(dw, weight.shape().to_vec()));
-        }
+        register_conv_grads(&p, nodes, (&x, &weight), &grad, grads);
     }
 }
 
@@ -163,18 +199,11 @@ impl Backward<Flex, 2> for DepthwiseBackward {
     type State = (FlexTensor, FlexTensor, DepthwiseOptions);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_x, node_weight] = ops.parents;
         let grad = values(&grads.consume::<Flex>(&ops.node));
         let (x, weight, options) = ops.state;
+        let nodes = ops.parents.map(|n| n.map(|n| n.id));
         let g = depthwise_geometry(&x, &weight, options);
-        if let Some(node) = node_x {
-            let dx = g.input_grad(slice(&weight), slice(&grad));
-            grads.register::<Flex>(node.id, flex(dx, x.shape().to_vec()));
-        }
-        if let Some(node) = node_weight {
-            let dw = g.weight_grad(slice(&x), slice(&grad));
-            grads.register::<Flex>(node.id, flex(dw, weight.shape().to_vec()));
-        }
+        register_conv_grads(&g, nodes, (&x, &weight), &grad, grads);
     }
 }
 

@@ -102,40 +102,41 @@ fn inner_parallelism(batch: usize) -> gemm::Parallelism {
 impl Pointwise {
     /// `y[b] = weight · x[b]` for every image; `weight` is `[out, in]`.
     pub fn forward(&self, x: &[f32], weight: &[f32]) -> Vec<f32> {
-        let Self {
-            in_channels: cin,
-            out_channels: cout,
-            pixels: p,
-            ..
-        } = *self;
-        let mut y = vec![0.0; self.batch * cout * p];
-        let par = inner_parallelism(self.batch);
-        y.par_chunks_mut(cout * p)
-            .zip(x.par_chunks(cin * p))
-            .for_each(|(y, x)| {
-                let (w, x) = (Matrix::rows(weight, cin), Matrix::rows(x, p));
-                matmul((cout, p, cin), y, false, w, x, par);
-            });
-        y
+        let (cin, cout) = (self.in_channels, self.out_channels);
+        self.per_image((x, cin), cout, |x, y, par| {
+            let (w, x) = (Matrix::rows(weight, cin), Matrix::rows(x, self.pixels));
+            matmul((cout, self.pixels, cin), y, false, w, x, par);
+        })
     }
 
     /// `dx[b] = weightᵀ · dy[b]`: the gradient of the input.
     pub fn input_grad(&self, weight: &[f32], dy: &[f32]) -> Vec<f32> {
-        let Self {
-            in_channels: cin,
-            out_channels: cout,
-            pixels: p,
-            ..
-        } = *self;
-        let mut dx = vec![0.0; self.batch * cin * p];
+        let (cin, cout) = (self.in_channels, self.out_channels);
+        self.per_image((dy, cout), cin, |dy, dx, par| {
+            let (wt, dy) = (
+                Matrix::transposed(weight, cin),
+                Matrix::rows(dy, self.pixels),
+            );
+            matmul((cin, self.pixels, cout), dx, false, wt, dy, par);
+        })
+    }
+
+    /// A new batch of `dst_channels x pixels` images, each computed by `f` from the matching
+    /// `src_channels x pixels` image of `src`: images in parallel, or threads inside each GEMM when
+    /// there are fewer images than threads.
+    fn per_image(
+        &self,
+        (src, src_channels): (&[f32], usize),
+        dst_channels: usize,
+        f: impl Fn(&[f32], &mut [f32], gemm::Parallelism) + Sync,
+    ) -> Vec<f32> {
+        let p = self.pixels;
+        let mut dst = vec![0.0; self.batch * dst_channels * p];
         let par = inner_parallelism(self.batch);
-        dx.par_chunks_mut(cin * p)
-            .zip(dy.par_chunks(cout * p))
-            .for_each(|(dx, dy)| {
-                let (wt, dy) = (Matrix::transposed(weight, cin), Matrix::rows(dy, p));
-                matmul((cin, p, cout), dx, false, wt, dy, par);
-            });
-        dx
+        dst.par_chunks_mut(dst_channels * p)
+            .zip(src.par_chunks(src_channels * p))
+            .for_each(|(dst, src)| f(src, dst, par));
+        dst
     }
 
     /// `dw = Σ_b dy[b] · x[b]ᵀ`: the gradient of the `[out, in]` weight. Each thread sums its share of
