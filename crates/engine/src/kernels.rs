@@ -834,27 +834,15 @@ fn scale_rows(rows: &mut [f32], gate: &[f32]) {
     }
 }
 
-/// Squeeze-excite in place: mean, reduce + activation, expand + sigmoid, scale every channel.
+/// Squeeze-excite in place: mean, reduce + activation, expand + sigmoid, scale every channel. (The
+/// engine itself applies the gate inside the project convolution instead, see [`pointwise_gated`].)
 pub fn squeeze_excite(
     x: &mut FeatureMap,
     reduce: &PreparedConv,
     expand: &PreparedConv,
     exec: Exec,
 ) {
-    let mean = global_average(x);
-    excite(x, &mean, reduce, expand, exec);
-}
-
-/// The excitation half of squeeze-excite, given the per-channel `mean` of `x`: reduce + activation,
-/// expand + sigmoid, scale every channel.
-pub fn excite(
-    x: &mut FeatureMap,
-    mean: &[f32],
-    reduce: &PreparedConv,
-    expand: &PreparedConv,
-    exec: Exec,
-) {
-    let gate = se_gate(mean, reduce, expand);
+    let gate = se_gate(&global_average(x), reduce, expand);
     let row_len = x.width * x.channels;
     for_rows(&mut x.data, row_len, exec, |_, rows| {
         scale_rows(rows, &gate)
