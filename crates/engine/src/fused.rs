@@ -21,14 +21,14 @@ use effnet_arch::Padding;
 const TILE_ROWS: usize = 8;
 
 /// `depthwise(expand(x))` with both convolutions' bias and activation, and the per-channel sums of the
-/// result when `pool` (else empty).
+/// result when `with_sums` (else empty).
 pub fn expand_depthwise(
     x: &FeatureMap,
     expand: &PreparedConv,
     depthwise: &PreparedConv,
     padding: Padding,
     exec: Exec,
-    pool: bool,
+    with_sums: bool,
 ) -> (FeatureMap, Vec<f64>) {
     let g = geometry_of(x.height, x.width, depthwise, padding);
     let ch = depthwise.out_channels;
@@ -50,13 +50,13 @@ pub fn expand_depthwise(
         expand,
         depthwise,
         g,
-        pool,
+        with_sums,
         padded,
     };
     let partial = for_chunks(&mut out, rows_per_band * row_len, bands > 1, |b, rows| {
         band.run(b * rows_per_band, rows)
     });
-    let sums = total_sums(partial, if pool { ch } else { 0 });
+    let sums = total_sums(partial, if with_sums { ch } else { 0 });
     (FeatureMap::new(out, g.out_h, g.out_w, ch), sums)
 }
 
@@ -66,7 +66,7 @@ struct Band<'a> {
     expand: &'a PreparedConv,
     depthwise: &'a PreparedConv,
     g: Geometry,
-    pool: bool,
+    with_sums: bool,
     /// `[rows, columns]` of the zero-padded expanded map. The buffered rows carry the padding, so every
     /// depthwise block runs the check-free interior kernel.
     padded: [usize; 2],
@@ -168,11 +168,11 @@ impl Band<'_> {
                 ..self.g
             };
             depthwise_rows(&view, self.depthwise, g, o0, tile);
-            if self.pool {
+            if self.with_sums {
                 tile_sums.push(channel_sums(tile, ch));
             }
         }
         pool::give(buffer);
-        total_sums(tile_sums, if self.pool { ch } else { 0 })
+        total_sums(tile_sums, if self.with_sums { ch } else { 0 })
     }
 }

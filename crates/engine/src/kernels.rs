@@ -499,13 +499,13 @@ pub(crate) fn means(sums: Vec<f64>, pixels: usize) -> Vec<f32> {
     sums.into_iter().map(|s| (s / n) as f32).collect()
 }
 
-/// The depthwise convolution, and the per-channel sums of its output if `pool` (else empty).
+/// The depthwise convolution, and the per-channel sums of its output if `with_sums` (else empty).
 pub(crate) fn depthwise_pooling(
     x: &FeatureMap,
     c: &PreparedConv,
     padding: Padding,
     exec: Exec,
-    pool: bool,
+    with_sums: bool,
 ) -> (FeatureMap, Vec<f64>) {
     let g = geometry(x, c, padding);
     let ch = c.out_channels;
@@ -514,7 +514,7 @@ pub(crate) fn depthwise_pooling(
     let run = |src: &FeatureMap, g: Geometry, out: &mut [f32]| {
         for_rows(out, row_len, exec, |row, rows| {
             depthwise_rows(&src.view(), c, g, row, rows);
-            pool.then(|| channel_sums(rows, ch))
+            with_sums.then(|| channel_sums(rows, ch))
         })
     };
     let partial = if g.out_w < PAD_COPY_BELOW {
@@ -530,7 +530,10 @@ pub(crate) fn depthwise_pooling(
     } else {
         run(x, g, &mut out)
     };
-    let sums = total_sums(partial.into_iter().flatten(), if pool { ch } else { 0 });
+    let sums = total_sums(
+        partial.into_iter().flatten(),
+        if with_sums { ch } else { 0 },
+    );
     (FeatureMap::new(out, g.out_h, g.out_w, ch), sums)
 }
 
