@@ -10,7 +10,7 @@
 //! whole map.
 
 use crate::kernels::{
-    channel_sums, depthwise_rows, for_chunks, gemm_block, geometry_of, padded_width, total_sums,
+    channel_sums, depthwise_rows, for_chunks, gemm_block, geometry_of, padded_size, total_sums,
     Exec, FeatureMap, GemmInput, Geometry, MapView, PAD_COPY_BELOW,
 };
 use crate::layers::PreparedConv;
@@ -40,11 +40,7 @@ pub fn expand_depthwise(
         1
     };
     let rows_per_band = g.out_h.div_ceil(bands);
-    let (s, k) = (depthwise.stride, depthwise.kernel);
-    let padded = [
-        ((g.out_h - 1) * s + k).max(g.pad_top + x.height),
-        padded_width(g, depthwise, x.width),
-    ];
+    let padded = padded_size(g, depthwise, x.height, x.width);
     let band = Band {
         x,
         expand,

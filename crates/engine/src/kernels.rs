@@ -433,20 +433,30 @@ pub(crate) fn depthwise_rows(
     }
 }
 
-/// Output widths below this run on a zero-padded copy of the input, so every full block of pixels takes the
-/// check-free interior path; on wider maps the border is a small share and the copy would cost more.
+/// Maps narrower than this are treated as narrow: their depthwise runs on a zero-padded copy of the input,
+/// so every block of pixels takes the check-free interior path (on wider maps the border is a small share
+/// and the copy would cost more), and the fused expand path computes their rows in one GEMM (a single
+/// row is too few pixels for one).
 pub(crate) const PAD_COPY_BELOW: usize = 32;
 
-/// Columns of a zero-padded copy of a `width`-pixel map: enough that every block of [`PIXELS`] output
-/// pixels, a row's short last block included, reads inside it (so all take the interior kernel).
-pub(crate) fn padded_width(g: Geometry, c: &PreparedConv, width: usize) -> usize {
-    ((g.out_w.next_multiple_of(PIXELS) - 1) * c.stride + c.kernel).max(g.pad_left + width)
+/// `[rows, columns]` of a zero-padded copy of a `height x width` map: every row an output row reads, and
+/// columns enough that every block of [`PIXELS`] output pixels, a row's short last block included, reads
+/// inside it (so all take the interior kernel).
+pub(crate) fn padded_size(
+    g: Geometry,
+    c: &PreparedConv,
+    height: usize,
+    width: usize,
+) -> [usize; 2] {
+    [
+        ((g.out_h - 1) * c.stride + c.kernel).max(g.pad_top + height),
+        ((g.out_w.next_multiple_of(PIXELS) - 1) * c.stride + c.kernel).max(g.pad_left + width),
+    ]
 }
 
 /// `x` with the convolution's zero padding added around it (a pooled buffer; give it back when done).
 fn zero_padded(x: &FeatureMap, c: &PreparedConv, g: Geometry) -> FeatureMap {
-    let height = ((g.out_h - 1) * c.stride + c.kernel).max(g.pad_top + x.height);
-    let width = padded_width(g, c, x.width);
+    let [height, width] = padded_size(g, c, x.height, x.width);
     let ch = x.channels;
     let (row, inner) = (width * ch, x.width * ch);
     let mut data = pool::take(height * row);
@@ -598,12 +608,9 @@ unsafe fn epilogue_avx512(
         _mm512_add_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_setzero_ps,
     };
     let n = bias.len();
-    let blocks: Vec<(usize, u16)> = (0..n)
-        .step_by(LANES)
-        .map(|c| (c, (((1u32 << (n - c).min(LANES)) - 1) as u16)))
-        .collect();
     for (r, row) in rows.chunks_exact_mut(n).enumerate() {
-        for &(c, mask) in &blocks {
+        for c in (0..n).step_by(LANES) {
+            let mask = ((1u32 << (n - c).min(LANES)) - 1) as u16;
             // SAFETY: `mask` covers only channels `c..n` of this row (and of the bias and residual rows,
             // which have the same length); masked-off lanes are neither read nor written.
             unsafe {
@@ -625,7 +632,6 @@ unsafe fn epilogue_avx512(
 /// Pixels per GEMM call: the bias / activation / residual pass then reads the block while it is in L2.
 const GEMM_ROWS: usize = 128;
 
-/// `out = x * weight` for rows of `k` inputs, then the epilogue, one block of [`GEMM_ROWS`] at a time.
 /// `out = lhs * rhs` for row-major `lhs` (`m x k`), `rhs` (`k x n`) and `out` (`m x n`), `m` and `n`
 /// taken from the slice lengths.
 fn matmul(lhs: &[f32], rhs: &[f32], k: usize, out: &mut [f32], parallelism: gemm::Parallelism) {
@@ -659,6 +665,8 @@ fn matmul(lhs: &[f32], rhs: &[f32], k: usize, out: &mut [f32], parallelism: gemm
     }
 }
 
+/// `out = x * weight` for rows of `k` inputs, then the epilogue, one block of [`GEMM_ROWS`] at a time;
+/// `input` may scale the input channels first, replace the weights, or add a residual.
 pub(crate) fn gemm_block(
     x: &[f32],
     k: usize,
@@ -868,7 +876,7 @@ pub fn linear(features: &[f32], l: &PreparedLinear) -> Vec<f32> {
 
 /// The classifier on the pooled features of several images as one GEMM, so its weights (5 MB for
 /// 1000 classes) are read once per batch instead of once per image.
-pub fn linear_batch(features: &[Vec<f32>], l: &PreparedLinear) -> Vec<Vec<f32>> {
+pub fn linear_batch(features: &[&[f32]], l: &PreparedLinear) -> Vec<Vec<f32>> {
     if features.len() < 2 {
         return features.iter().map(|f| linear(f, l)).collect();
     }

@@ -119,10 +119,10 @@ impl Engine {
         x: &FeatureMap,
         exec: Exec,
     ) -> (FeatureMap, Option<Vec<f32>>) {
-        let sums = b.se.is_some();
+        let with_sums = b.se.is_some();
         let (y, sums) = match &b.expand {
-            Some(e) => expand_depthwise(x, e, &b.depthwise, self.padding, exec, sums),
-            None => depthwise_pooling(x, &b.depthwise, self.padding, exec, sums),
+            Some(e) => expand_depthwise(x, e, &b.depthwise, self.padding, exec, with_sums),
+            None => depthwise_pooling(x, &b.depthwise, self.padding, exec, with_sums),
         };
         let gate = b.se.as_ref().map(|(reduce, expand)| {
             let mean = means(sums, y.height * y.width);
@@ -161,11 +161,7 @@ impl Engine {
     /// Logits of several images, threaded as [`Engine::features_batch`].
     pub fn logits_batch(&self, images: &[FeatureMap]) -> Vec<Result<Vec<f32>>> {
         let features = self.features_batch(images);
-        let ok: Vec<Vec<f32>> = features
-            .iter()
-            .filter_map(|f| f.as_ref().ok())
-            .cloned()
-            .collect();
+        let ok: Vec<&[f32]> = features.iter().filter_map(|f| f.as_deref().ok()).collect();
         let mut logits = linear_batch(&ok, &self.classifier).into_iter();
         features
             .into_iter()

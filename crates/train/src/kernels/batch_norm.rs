@@ -241,7 +241,6 @@ impl BatchNorm {
 
     /// Gradients of the input, `gamma` and `beta` given the gradient `dy` of the output, the input and
     /// the statistics [`forward`](Self::forward) returned.
-    #[allow(clippy::too_many_arguments)]
     pub fn backward(
         &self,
         x: &[f32],
