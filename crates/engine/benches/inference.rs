@@ -24,15 +24,13 @@ fn map(h: usize, w: usize, c: usize) -> FeatureMap {
 
 fn conv(cin: usize, cout: usize, k: usize, stride: usize, dw: bool) -> PreparedConv {
     let n = if dw { k * k * cout } else { k * k * cin * cout };
-    PreparedConv {
-        in_channels: cin,
-        out_channels: cout,
-        kernel: k,
-        stride,
-        weight: (0..n).map(|i| (i % 13) as f32 / 130.0).collect(),
-        bias: vec![0.01; cout],
-        activation: Some(Activation::Swish),
-    }
+    PreparedConv::new(
+        (cin, cout),
+        (k, stride),
+        (0..n).map(|i| (i % 13) as f32 / 130.0).collect(),
+        vec![0.01; cout],
+        Some(Activation::Swish),
+    )
 }
 
 fn kernels(c: &mut Criterion) {

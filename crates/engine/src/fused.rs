@@ -82,7 +82,6 @@ impl Band<'_> {
         let (x, ch) = (self.x, self.depthwise.out_channels);
         let (width, cin) = (x.width, x.channels);
         let plain = GemmInput::default();
-        let serial = gemm::Parallelism::None;
         // Padded rows `top..top + height` hold the image; the rest, and each row's margins, are zero.
         let (top, left) = (self.g.pad_top, self.g.pad_left);
         let image = first.clamp(top, top + x.height) - top..end.clamp(top, top + x.height) - top;
@@ -93,14 +92,7 @@ impl Band<'_> {
         // place. Wide maps: each row's GEMM writes straight into its padded row.
         let narrow = (width < PAD_COPY_BELOW).then(|| {
             let mut rows = pool::take(image.len() * width * ch);
-            gemm_block(
-                src(image.clone()),
-                cin,
-                self.expand,
-                &mut rows,
-                plain,
-                serial,
-            );
+            gemm_block(src(image.clone()), cin, self.expand, &mut rows, plain);
             rows
         });
         for (r, row) in (first..end).zip(dst.chunks_exact_mut(self.padded[1] * ch)) {
@@ -116,7 +108,7 @@ impl Band<'_> {
                 Some(rows) => {
                     inner.copy_from_slice(&rows[(i - image.start) * width * ch..][..width * ch])
                 }
-                None => gemm_block(src(i..i + 1), cin, self.expand, inner, plain, serial),
+                None => gemm_block(src(i..i + 1), cin, self.expand, inner, plain),
             }
         }
         if let Some(rows) = narrow {

@@ -10,6 +10,7 @@
 use crate::activation::avx512;
 use crate::activation::{apply, sigmoid};
 use crate::layers::{PreparedConv, PreparedLinear};
+use crate::panels::{self, Epilogue, Panels};
 use crate::pool;
 use effnet_arch::variant::Activation;
 use effnet_arch::Padding;
@@ -197,14 +198,7 @@ pub fn conv_dense(x: &FeatureMap, c: &PreparedConv, padding: Padding, exec: Exec
         let rows = out_block.len() / n;
         let mut patches = pool::take(rows * patch);
         im2col(x, c, g, i * GEMM_ROWS, &mut patches);
-        gemm_block(
-            &patches,
-            patch,
-            c,
-            out_block,
-            GemmInput::default(),
-            gemm::Parallelism::None,
-        );
+        gemm_block(&patches, patch, c, out_block, GemmInput::default());
         pool::give(patches);
     };
     for_chunks(&mut out, GEMM_ROWS * n, exec.parallel, block);
@@ -571,7 +565,7 @@ fn epilogue<F: Fn(f32) -> f32>(rows: &mut [f32], bias: &[f32], residual: Option<
     "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma",
     "x86_64+avx2+fma"
 ))]
-fn bias_activation_rows(
+pub(crate) fn bias_activation_rows(
     rows: &mut [f32],
     bias: &[f32],
     activation: Option<Activation>,
@@ -629,8 +623,8 @@ unsafe fn epilogue_avx512(
     }
 }
 
-/// Pixels per GEMM call: the bias / activation / residual pass then reads the block while it is in L2.
-const GEMM_ROWS: usize = 128;
+/// Pixels per GEMM call: whole register tiles, few enough that a block's gated copy stays in cache.
+const GEMM_ROWS: usize = 10 * panels::TILE;
 
 /// `out = lhs * rhs` for row-major `lhs` (`m x k`), `rhs` (`k x n`) and `out` (`m x n`), `m` and `n`
 /// taken from the slice lengths.
@@ -641,20 +635,48 @@ fn matmul(lhs: &[f32], rhs: &[f32], k: usize, out: &mut [f32], parallelism: gemm
     // SAFETY: the assert above gives every operand exactly the size its strides address; `out` is
     // exclusively borrowed, so it cannot overlap the others.
     unsafe {
+        matmul_strided(
+            lhs,
+            k,
+            (rhs.as_ptr(), n),
+            (out.as_mut_ptr(), n),
+            n,
+            parallelism,
+        )
+    }
+}
+
+/// `out = lhs * rhs` for row-major `lhs` (`m x k`, `m` from its length), `rhs` (`k x n`, rows `rhs.1`
+/// apart) and `out` (`m x n`, rows `out.1` apart).
+///
+/// # Safety
+/// The pointers must address those matrices, and nothing else may access `out`'s `m x n` elements during
+/// the call.
+pub(crate) unsafe fn matmul_strided(
+    lhs: &[f32],
+    k: usize,
+    rhs: (*const f32, usize),
+    out: (*mut f32, usize),
+    n: usize,
+    parallelism: gemm::Parallelism,
+) {
+    let m = lhs.len() / k.max(1);
+    // SAFETY: the caller's contract.
+    unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            out.as_mut_ptr(),
+            out.0,
             1,
-            n as isize,
+            out.1 as isize,
             false,
             lhs.as_ptr(),
             1,
             k as isize,
-            rhs.as_ptr(),
+            rhs.0,
             1,
-            n as isize,
+            rhs.1 as isize,
             0.0,
             1.0,
             false,
@@ -665,39 +687,37 @@ fn matmul(lhs: &[f32], rhs: &[f32], k: usize, out: &mut [f32], parallelism: gemm
     }
 }
 
-/// `out = x * weight` for rows of `k` inputs, then the epilogue, one block of [`GEMM_ROWS`] at a time;
-/// `input` may scale the input channels first, replace the weights, or add a residual.
-pub(crate) fn gemm_block(
-    x: &[f32],
-    k: usize,
-    c: &PreparedConv,
-    out: &mut [f32],
-    input: GemmInput,
-    parallelism: gemm::Parallelism,
-) {
+/// `out = x * weight` for rows of `k` inputs, with the epilogue, one block of [`GEMM_ROWS`] pixels at a
+/// time; `input` may scale the input channels first, replace the weights, or add a residual.
+pub(crate) fn gemm_block(x: &[f32], k: usize, c: &PreparedConv, out: &mut [f32], input: GemmInput) {
     let n = c.out_channels;
+    let weights = input.weight.unwrap_or(c.panels());
     for (i, block) in out.chunks_mut(GEMM_ROWS * n).enumerate() {
         let m = block.len() / n;
         let rows = &x[i * GEMM_ROWS * k..][..m * k];
-        let weight = input.weight.unwrap_or(&c.weight);
+        let epilogue = Epilogue {
+            bias: &c.bias,
+            activation: c.activation,
+            residual: input.residual.map(|r| &r[i * GEMM_ROWS * n..][..m * n]),
+        };
         match input.gate {
             // Squeeze-excite's channel scale on a copy of the block, still in cache for the GEMM.
             Some(gate) => {
-                let mut scaled = pool::take(rows.len());
-                scaled.copy_from_slice(rows);
-                scale_rows(&mut scaled, gate);
-                matmul(&scaled, weight, k, block, parallelism);
+                let scaled = scaled_copy(rows, gate);
+                panels::gemm_rows(&scaled, weights, epilogue, block);
                 pool::give(scaled);
             }
-            None => matmul(rows, weight, k, block, parallelism),
+            None => panels::gemm_rows(rows, weights, epilogue, block),
         }
-        bias_activation_rows(
-            block,
-            &c.bias,
-            c.activation,
-            input.residual.map(|r| &r[i * GEMM_ROWS * n..][..m * n]),
-        );
     }
+}
+
+/// `rows` with every pixel's channels multiplied by `gate`, in a pooled buffer.
+fn scaled_copy(rows: &[f32], gate: &[f32]) -> Vec<f32> {
+    let mut scaled = pool::take(rows.len());
+    scaled.copy_from_slice(rows);
+    scale_rows(&mut scaled, gate);
+    scaled
 }
 
 /// What a GEMM block adds to `x * weight`: a per-input-channel scale applied first, a residual added last.
@@ -706,9 +726,54 @@ pub(crate) struct GemmInput<'a> {
     /// Multiplies every input row channel by channel (squeeze-excite's gate).
     pub gate: Option<&'a [f32]>,
     /// Replaces the convolution's weights (the same weights with the gate folded in).
-    pub weight: Option<&'a [f32]>,
+    pub weight: Option<&'a Panels>,
     /// Added to the output after the activation.
     pub residual: Option<&'a [f32]>,
+}
+
+/// An output buffer that parallel tasks write in disjoint parts through its raw pointer.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+
+// SAFETY: the pointer is only written through in parts that the tasks' owners keep disjoint.
+unsafe impl Send for SharedOut {}
+// SAFETY: as above.
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// The pointer (a method, so closures capture the `Sync` wrapper rather than the bare field).
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// [`gemm_block`] for maps with too few pixels to split by rows (the late 7 x 7 stages at batch 1): each
+/// task computes an equal range of output channels for every pixel, then their epilogue row by row.
+fn gemm_columns(x: &[f32], k: usize, c: &PreparedConv, out: &mut [f32], input: GemmInput) {
+    let n = c.out_channels;
+    let m = out.len() / n;
+    let weights = input.weight.unwrap_or(c.panels());
+    let threads = rayon::current_num_threads();
+    let per_task = weights.count().div_ceil(threads);
+    let scaled = input.gate.map(|gate| scaled_copy(x, gate));
+    let x = scaled.as_deref().unwrap_or(x);
+    assert!(x.len() == m * k && input.residual.is_none_or(|r| r.len() == out.len()));
+    let epilogue = Epilogue {
+        bias: &c.bias,
+        activation: c.activation,
+        residual: input.residual,
+    };
+    let dst = SharedOut(out.as_mut_ptr());
+    let starts: Vec<usize> = (0..weights.count()).step_by(per_task).collect();
+    starts.into_par_iter().for_each(|first| {
+        let panels = first..(first + per_task).min(weights.count());
+        // SAFETY: `out` holds the `m x n` outputs (asserted sizes), and each task writes only the columns
+        // of its own panels.
+        unsafe { panels::gemm(x, weights, epilogue, dst.ptr(), panels) };
+    });
+    if let Some(scaled) = scaled {
+        pool::give(scaled);
+    }
 }
 
 /// A 1x1 convolution as GEMM (`[pixels x in] * [in x out]`) with bias, activation and an optional residual
@@ -737,14 +802,9 @@ pub fn pointwise_gated(
     let residual = residual.map(|r| r.data.as_slice());
     // Scaling input channel j by g[j] equals scaling weight row j by g[j]: where the map has more pixels
     // than the layer has outputs, the weights are the smaller thing to scale.
-    let folded = gate.filter(|_| m > n).map(|gate| {
-        let mut weight = pool::take(k * n);
-        weight.copy_from_slice(&c.weight);
-        for (row, g) in weight.chunks_exact_mut(n).zip(gate) {
-            row.iter_mut().for_each(|w| *w *= g);
-        }
-        weight
-    });
+    let folded = gate
+        .filter(|_| m > n)
+        .map(|gate| c.panels().scaled_rows(gate));
     let gate = gate.filter(|_| folded.is_none());
     if exec.parallel && m > GEMM_ROWS {
         // Equal blocks of at most GEMM_ROWS pixels, a multiple of the thread count of them, so no
@@ -757,28 +817,26 @@ pub fn pointwise_gated(
             let rows = block.len() / n;
             let input = GemmInput {
                 gate,
-                weight: folded.as_deref(),
+                weight: folded.as_ref(),
                 residual: residual.map(|r| &r[i * per_block * n..][..rows * n]),
             };
             let x = &x.data[i * per_block * k..][..rows * k];
-            gemm_block(x, k, c, block, input, gemm::Parallelism::None);
+            gemm_block(x, k, c, block, input);
         });
     } else {
-        // Few pixels (late stages): split the output channels across threads inside the GEMM instead.
-        let parallelism = if exec.parallel {
-            gemm::Parallelism::Rayon(0)
-        } else {
-            gemm::Parallelism::None
-        };
         let input = GemmInput {
             gate,
-            weight: folded.as_deref(),
+            weight: folded.as_ref(),
             residual,
         };
-        gemm_block(&x.data, k, c, &mut out, input, parallelism);
+        if exec.parallel {
+            gemm_columns(&x.data, k, c, &mut out, input);
+        } else {
+            gemm_block(&x.data, k, c, &mut out, input);
+        }
     }
     if let Some(weight) = folded {
-        pool::give(weight);
+        weight.recycle();
     }
     FeatureMap::new(out, x.height, x.width, n)
 }

@@ -1,12 +1,14 @@
 //! Layer weights prepared for NHWC execution: batch norm folded into the convolution (in f64, rounded once),
 //! kernels reordered so the channel loop is innermost.
 
+use crate::panels::Panels;
 use effnet_arch::plan::Conv;
 use effnet_arch::variant::Activation;
 use effnet_weights::Tensor;
 use std::collections::BTreeMap;
 
-/// A convolution with folded batch norm, ready to run.
+/// A convolution with folded batch norm, ready to run. Build it with [`PreparedConv::new`], which also packs
+/// a dense convolution's weights for the GEMM kernel; the fields are for reading.
 #[derive(Debug, Clone)]
 pub struct PreparedConv {
     /// Input channels.
@@ -23,6 +25,41 @@ pub struct PreparedConv {
     pub bias: Vec<f32>,
     /// Activation after the bias.
     pub activation: Option<Activation>,
+    /// A dense convolution's `[patch][out]` weights packed for [`crate::panels`]; `None` for depthwise.
+    panels: Option<Panels>,
+}
+
+impl PreparedConv {
+    /// A convolution from its prepared weights (layouts as on [`PreparedConv::weight`]); dense when
+    /// `weight` holds `kernel * kernel * in_channels * out_channels` values, else depthwise.
+    pub fn new(
+        (in_channels, out_channels): (usize, usize),
+        (kernel, stride): (usize, usize),
+        weight: Vec<f32>,
+        bias: Vec<f32>,
+        activation: Option<Activation>,
+    ) -> Self {
+        let patch = kernel * kernel * in_channels;
+        let panels = (weight.len() == patch * out_channels)
+            .then(|| Panels::pack(&weight, patch, out_channels));
+        Self {
+            in_channels,
+            out_channels,
+            kernel,
+            stride,
+            weight,
+            bias,
+            activation,
+            panels,
+        }
+    }
+
+    /// The packed weights of a dense convolution.
+    pub(crate) fn panels(&self) -> &Panels {
+        self.panels
+            .as_ref()
+            .expect("the GEMM kernels run only dense convolutions")
+    }
 }
 
 /// A fully connected layer `[in][out]` with bias.
@@ -96,15 +133,13 @@ pub fn prepare_conv(
             }
         }
     }
-    PreparedConv {
-        in_channels: conv.in_channels as usize,
-        out_channels: cout,
-        kernel: k,
-        stride: conv.stride as usize,
+    PreparedConv::new(
+        (conv.in_channels as usize, cout),
+        (k, conv.stride as usize),
         weight,
-        bias: shift.into_iter().map(|b| b as f32).collect(),
-        activation: conv.activation,
-    }
+        shift.into_iter().map(|b| b as f32).collect(),
+        conv.activation,
+    )
 }
 
 /// Prepares the classifier.

@@ -89,15 +89,13 @@ fn conv(
     seed: u64,
 ) -> PreparedConv {
     let weights = if dw { k * k * cout } else { k * k * cin * cout };
-    PreparedConv {
-        in_channels: cin,
-        out_channels: cout,
-        kernel: k,
-        stride,
-        weight: values(weights, seed),
-        bias: values(cout, seed + 1),
+    PreparedConv::new(
+        (cin, cout),
+        (k, stride),
+        values(weights, seed),
+        values(cout, seed + 1),
         activation,
-    }
+    )
 }
 
 fn close(got: &[f32], want: &[f32], what: &str) {
@@ -179,7 +177,7 @@ fn dense_matches_the_reference_on_odd_shapes() {
 #[test]
 fn pointwise_with_and_without_residual_matches_the_reference() {
     for (h, w) in [(1, 1), (7, 7), (20, 13)] {
-        for (cin, cout) in [(17, 33), (16, 16), (40, 7)] {
+        for (cin, cout) in [(17, 33), (16, 16), (40, 7), (24, 80)] {
             for activation in [None, Some(Activation::Swish), Some(Activation::Sigmoid)] {
                 let x = FeatureMap::new(values(h * w * cin, 6), h, w, cin);
                 let res = FeatureMap::new(values(h * w * cout, 8), h, w, cout);

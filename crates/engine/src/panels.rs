@@ -1,0 +1,392 @@
+//! The GEMM of 1x1 (and im2col'd dense) convolutions on AVX-512: weights packed once, when the layer is
+//! prepared, into panels of [`PANEL`] output channels, and a register-blocked kernel of [`TILE`] pixels x
+//! one panel that broadcasts each input value straight from the NHWC map (so the input needs no packing)
+//! and applies bias, activation and residual to its accumulators before their only store.
+//!
+//! Written by hand because the `gemm` crate packs both operands on every call and leaves the epilogue to
+//! a second pass over the output: on B0's layer shapes this kernel takes 0.45-0.7x the time of `gemm`
+//! plus that pass.
+
+#[cfg(target_arch = "x86_64")]
+use crate::activation::avx512;
+use crate::kernels::{bias_activation_rows, matmul_strided};
+use crate::pool;
+use effnet_arch::variant::Activation;
+use std::ops::Range;
+
+/// Output channels per panel: two AVX-512 registers.
+pub(crate) const PANEL: usize = 32;
+/// Pixels per register tile: 12 x 2 accumulators, 2 weight registers and the broadcast fit in 32 registers.
+pub(crate) const TILE: usize = 12;
+/// Lanes of one AVX-512 register.
+const LANES: usize = 16;
+
+/// A row-major `[k][n]` weight matrix as consecutive `[k][PANEL]` panels of columns, the last one padded
+/// with zeros to a whole number of registers.
+#[derive(Debug, Clone)]
+pub struct Panels {
+    data: Vec<f32>,
+    k: usize,
+    n: usize,
+}
+
+impl Panels {
+    /// Packs a row-major `[k][n]` matrix.
+    pub fn pack(weight: &[f32], k: usize, n: usize) -> Self {
+        assert_eq!(weight.len(), k * n, "a [k][n] weight matrix");
+        let mut data = vec![0f32; n.div_ceil(PANEL) * PANEL * k];
+        for (p, panel) in data.chunks_exact_mut(PANEL * k).enumerate() {
+            let cols = p * PANEL..((p + 1) * PANEL).min(n);
+            for (dst, src) in panel.chunks_exact_mut(PANEL).zip(weight.chunks_exact(n)) {
+                dst[..cols.len()].copy_from_slice(&src[cols.clone()]);
+            }
+        }
+        Self { data, k, n }
+    }
+
+    /// Number of panels.
+    pub fn count(&self) -> usize {
+        self.n.div_ceil(PANEL)
+    }
+
+    /// The same matrix with row `i` scaled by `scale[i]` (squeeze-excite's gate folded into the weights),
+    /// in a pooled buffer: hand it to [`Panels::recycle`] when done.
+    pub(crate) fn scaled_rows(&self, scale: &[f32]) -> Self {
+        assert_eq!(scale.len(), self.k, "one scale per weight row");
+        let mut data = pool::take(self.data.len());
+        for (dst, src) in data
+            .chunks_exact_mut(PANEL * self.k)
+            .zip(self.data.chunks_exact(PANEL * self.k))
+        {
+            for ((dst, src), s) in dst
+                .chunks_exact_mut(PANEL)
+                .zip(src.chunks_exact(PANEL))
+                .zip(scale)
+            {
+                dst.iter_mut().zip(src).for_each(|(d, w)| *d = w * s);
+            }
+        }
+        Self { data, ..*self }
+    }
+
+    /// Returns a buffer made by [`Panels::scaled_rows`] to the pool.
+    pub(crate) fn recycle(self) {
+        pool::give(self.data);
+    }
+}
+
+/// What the kernel adds to `x * weight` before storing: bias, activation, then a residual laid out like
+/// the output.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Epilogue<'a> {
+    pub bias: &'a [f32],
+    pub activation: Option<Activation>,
+    pub residual: Option<&'a [f32]>,
+}
+
+/// `out = act(x * w + bias) + residual` for pixel rows `x` (of `w`'s `k` values) into `out` (rows of its
+/// `n` channels).
+pub(crate) fn gemm_rows(x: &[f32], w: &Panels, epilogue: Epilogue, out: &mut [f32]) {
+    let m = x.len() / w.k.max(1);
+    assert!(x.len() == m * w.k && out.len() == m * w.n && epilogue.bias.len() == w.n);
+    assert!(epilogue.residual.is_none_or(|r| r.len() == out.len()));
+    // SAFETY: `out` is exclusively borrowed and holds the `m x n` outputs (asserted above).
+    unsafe { gemm(x, w, epilogue, out.as_mut_ptr(), 0..w.count()) }
+}
+
+/// [`gemm_rows`] restricted to the columns of `panels`, writing through a pointer so that parallel calls
+/// can fill disjoint column ranges of one output.
+///
+/// # Safety
+/// `out` must address `x.len() / w.k` rows of `w.n` floats, and nothing else may read or write the
+/// columns of `panels` in those rows during the call. `panels` must lie within `0..w.count()`,
+/// `epilogue.bias` must hold `w.n` values and a residual as many as `out`.
+pub(crate) unsafe fn gemm(
+    x: &[f32],
+    w: &Panels,
+    epilogue: Epilogue,
+    out: *mut f32,
+    panels: Range<usize>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f") {
+        // SAFETY: AVX-512F was detected; the rest is the caller's contract.
+        return unsafe { gemm_avx512(x, w, epilogue, out, panels) };
+    }
+    // SAFETY: the caller's contract.
+    unsafe { gemm_portable(x, w, epilogue, out, panels) }
+}
+
+/// The portable path: the `gemm` crate on each panel, then the epilogue on each row's panel columns.
+///
+/// # Safety
+/// As [`gemm`].
+unsafe fn gemm_portable(
+    x: &[f32],
+    w: &Panels,
+    epilogue: Epilogue,
+    out: *mut f32,
+    panels: Range<usize>,
+) {
+    let (k, n) = (w.k, w.n);
+    let m = x.len() / k.max(1);
+    for p in panels {
+        let cols = p * PANEL..((p + 1) * PANEL).min(n);
+        // SAFETY: the panel holds `k x PANEL` floats; the output columns are ours (caller's contract).
+        unsafe {
+            matmul_strided(
+                x,
+                k,
+                (w.data[p * PANEL * k..].as_ptr(), PANEL),
+                (out.add(cols.start), n),
+                cols.len(),
+                gemm::Parallelism::None,
+            );
+        }
+        for r in 0..m {
+            // SAFETY: row `r`'s columns `cols` are inside `out` and written by this call alone.
+            let row =
+                unsafe { std::slice::from_raw_parts_mut(out.add(r * n + cols.start), cols.len()) };
+            let residual = epilogue.residual.map(|res| &res[r * n..][cols.clone()]);
+            bias_activation_rows(
+                row,
+                &epilogue.bias[cols.clone()],
+                epilogue.activation,
+                residual,
+            );
+        }
+    }
+}
+
+/// The AVX-512 path: register tiles of [`TILE`] pixels x one panel.
+///
+/// # Safety
+/// The CPU must support AVX-512F, and the contract of [`gemm`] must hold.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn gemm_avx512(
+    x: &[f32],
+    w: &Panels,
+    epilogue: Epilogue,
+    out: *mut f32,
+    panels: Range<usize>,
+) {
+    let (k, n) = (w.k, w.n);
+    let m = x.len() / k.max(1);
+    for first in (0..m).step_by(TILE) {
+        let rows = TILE.min(m - first);
+        for p in panels.clone() {
+            let c0 = p * PANEL;
+            let at = Tile {
+                x: x[first * k..].as_ptr(),
+                k,
+                w: w.data[p * PANEL * k..].as_ptr(),
+                out: first * n + c0,
+                n,
+                c0,
+                cols: PANEL.min(n - c0),
+            };
+            let wide = at.cols > LANES;
+            // SAFETY: the tile's pixels, input rows and panel are inside the operands, and its outputs are
+            // this call's columns (the caller's contract).
+            unsafe {
+                match (rows, wide) {
+                    (TILE, true) => tile::<TILE, 2>(at, epilogue, out),
+                    (TILE, false) => tile::<TILE, 1>(at, epilogue, out),
+                    _ => short_tile(rows, wide, at, epilogue, out),
+                }
+            }
+        }
+    }
+}
+
+/// A tile of fewer than [`TILE`] pixels (a map's last): one instance per pixel count.
+///
+/// # Safety
+/// As [`tile`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn short_tile(rows: usize, wide: bool, at: Tile, epilogue: Epilogue, out: *mut f32) {
+    macro_rules! dispatch {
+        ($($r:literal)*) => {
+            match (rows, wide) {
+                $(($r, true) => tile::<$r, 2>(at, epilogue, out),
+                ($r, false) => tile::<$r, 1>(at, epilogue, out),)*
+                _ => unreachable!("a short tile has 1 to {} pixels", TILE - 1),
+            }
+        };
+    }
+    // SAFETY: forwarded from the caller.
+    unsafe { dispatch!(1 2 3 4 5 6 7 8 9 10 11) }
+}
+
+/// Where one tile reads and writes.
+#[derive(Clone, Copy)]
+struct Tile {
+    /// The tile's first input row (rows of `k` floats, contiguous).
+    x: *const f32,
+    k: usize,
+    /// The panel, `[k][PANEL]`.
+    w: *const f32,
+    /// Offset of the tile's first output in `out`.
+    out: usize,
+    /// Output row length.
+    n: usize,
+    /// The panel's first column.
+    c0: usize,
+    /// Valid columns of this panel (`1..=PANEL`).
+    cols: usize,
+}
+
+/// `R` pixels x `V` registers of one panel: `R * V` accumulators over the whole `k`, then the epilogue.
+///
+/// # Safety
+/// The CPU must support AVX-512F; `R` input rows of `k` floats at `at.x`, `k` panel rows at `at.w`, and
+/// `R` output (and residual) rows from `at.out` with columns `0..at.cols` must be valid.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile<const R: usize, const V: usize>(at: Tile, epilogue: Epilogue, out: *mut f32) {
+    use std::arch::x86_64::*;
+    let k = at.k;
+    // SAFETY (all loads and stores): bounds as stated in the contract; lanes past `at.cols` are masked off.
+    unsafe {
+        let mut acc = [[_mm512_setzero_ps(); V]; R];
+        for i in 0..k {
+            let w: [__m512; V] =
+                std::array::from_fn(|v| _mm512_loadu_ps(at.w.add(i * PANEL + v * LANES)));
+            for (p, acc) in acc.iter_mut().enumerate() {
+                let a = _mm512_set1_ps(*at.x.add(p * k + i));
+                for v in 0..V {
+                    acc[v] = _mm512_fmadd_ps(a, w[v], acc[v]);
+                }
+            }
+        }
+        let (offset, n, c0) = (at.out, at.n, at.c0);
+        let masks: [u16; V] = std::array::from_fn(|v| {
+            let lanes = at.cols.saturating_sub(v * LANES).min(LANES);
+            ((1u32 << lanes) - 1) as u16
+        });
+        let bias: [__m512; V] = std::array::from_fn(|v| {
+            _mm512_maskz_loadu_ps(masks[v], epilogue.bias.as_ptr().add(c0 + v * LANES))
+        });
+        for (p, acc) in acc.iter().enumerate() {
+            for v in 0..V {
+                let at = offset + p * n + v * LANES;
+                let mut y = avx512::apply(epilogue.activation, _mm512_add_ps(acc[v], bias[v]));
+                if let Some(residual) = epilogue.residual {
+                    y = _mm512_add_ps(
+                        y,
+                        _mm512_maskz_loadu_ps(masks[v], residual.as_ptr().add(at)),
+                    );
+                }
+                _mm512_mask_storeu_ps(out.add(at), masks[v], y);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0 - 1.0)
+            .collect()
+    }
+
+    /// `act(x * w + bias) + residual` in f64, straight from the row-major weights.
+    fn reference(x: &[f32], w: &[f32], (k, n): (usize, usize), e: Epilogue) -> Vec<f32> {
+        let m = x.len() / k;
+        let mut out = vec![0f32; m * n];
+        for p in 0..m {
+            for c in 0..n {
+                let dot: f64 = (0..k)
+                    .map(|i| f64::from(x[p * k + i]) * f64::from(w[i * n + c]))
+                    .sum();
+                let v = dot + f64::from(e.bias[c]);
+                let v = match e.activation {
+                    Some(Activation::Swish) => v / (1.0 + (-v).exp()),
+                    _ => v,
+                };
+                out[p * n + c] = (v + e.residual.map_or(0.0, |r| f64::from(r[p * n + c]))) as f32;
+            }
+        }
+        out
+    }
+
+    /// Both paths (the portable one and, where the CPU has it, AVX-512) against the reference: short
+    /// tiles, one-register and partial panels, residual and activation, and column ranges written by
+    /// separate calls.
+    #[test]
+    fn both_paths_match_the_reference_on_odd_shapes() {
+        for (m, k, n) in [
+            (1, 1, 1),
+            (13, 17, 7),
+            (25, 40, 33),
+            (12, 3, 80),
+            (50, 24, 96),
+        ] {
+            let (x, w, bias, res) = (
+                values(m * k, 1),
+                values(k * n, 2),
+                values(n, 3),
+                values(m * n, 4),
+            );
+            let panels = Panels::pack(&w, k, n);
+            for activation in [None, Some(Activation::Swish)] {
+                for residual in [None, Some(res.as_slice())] {
+                    let e = Epilogue {
+                        bias: &bias,
+                        activation,
+                        residual,
+                    };
+                    let want = reference(&x, &w, (k, n), e);
+                    let mut paths: Vec<(&str, Vec<f32>)> = Vec::new();
+                    let mut out = vec![0f32; m * n];
+                    // Two calls on disjoint panel ranges, as the parallel column split makes them.
+                    let split = panels.count() / 2;
+                    // SAFETY: `out` holds `m x n` floats and each call writes only its own panels.
+                    unsafe {
+                        gemm_portable(&x, &panels, e, out.as_mut_ptr(), 0..split);
+                        gemm_portable(&x, &panels, e, out.as_mut_ptr(), split..panels.count());
+                    }
+                    paths.push(("portable", out));
+                    #[cfg(target_arch = "x86_64")]
+                    if is_x86_feature_detected!("avx512f") {
+                        let mut out = vec![0f32; m * n];
+                        // SAFETY: as above, on a CPU with AVX-512F.
+                        unsafe {
+                            gemm_avx512(&x, &panels, e, out.as_mut_ptr(), 0..split);
+                            gemm_avx512(&x, &panels, e, out.as_mut_ptr(), split..panels.count());
+                        }
+                        paths.push(("avx512", out));
+                    }
+                    for (path, got) in paths {
+                        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                            assert!(
+                                (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                                "{path} {m}x{k}x{n} {activation:?} residual {}: [{i}] {g} vs {w}",
+                                residual.is_some()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn scaled_rows_scales_each_input_row() {
+        let (k, n) = (5, 40);
+        let (w, scale) = (values(k * n, 5), values(k, 6));
+        let scaled = Panels::pack(&w, k, n).scaled_rows(&scale);
+        let direct: Vec<f32> = w
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v * scale[i / n])
+            .collect();
+        assert_eq!(scaled.data, Panels::pack(&direct, k, n).data);
+        scaled.recycle();
+    }
+}
