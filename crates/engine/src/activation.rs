@@ -55,7 +55,7 @@ pub mod avx512 {
     /// Minimax coefficients of `e^t` on `[-ln2/2, ln2/2]`, degree 5 down to 1 (the constant term is 1):
     /// XNNPACK's `p5` set (hex floats 0x1.0F9F9Cp-7 ... 0x1.FFFFF6p-1).
     const EXP_POLY: [f32; 5] = [
-        8.289_290_6e-3,
+        8.289_291e-3,
         4.189_782_2e-2,
         0.166_676_52,
         0.499_991_5,
