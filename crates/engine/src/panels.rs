@@ -173,8 +173,12 @@ unsafe fn gemm_avx512(
 ) {
     let (k, n) = (w.k, w.n);
     let m = x.len() / k.max(1);
-    for first in (0..m).step_by(TILE) {
-        let rows = TILE.min(m - first);
+    // As many tiles as `TILE`-pixel tiles would need, but of equal size (49 pixels are 10, 10, 10, 10, 9
+    // rather than 12, 12, 12, 12, 1): a one-pixel tile has too few accumulators to hide the FMA latency.
+    let tiles = m.div_ceil(TILE);
+    let mut first = 0;
+    for t in 0..tiles {
+        let rows = m / tiles + usize::from(t < m % tiles);
         for p in panels.clone() {
             let c0 = p * PANEL;
             let at = Tile {
@@ -197,10 +201,11 @@ unsafe fn gemm_avx512(
                 }
             }
         }
+        first += rows;
     }
 }
 
-/// A tile of fewer than [`TILE`] pixels (a map's last): one instance per pixel count.
+/// A tile of fewer than [`TILE`] pixels: one instance per pixel count.
 ///
 /// # Safety
 /// As [`tile`].
