@@ -7,11 +7,12 @@
 //! buffer (keeping the overlap rows from the previous tile) and convolving them while they are in cache.
 //! The per-channel sums for squeeze-excite are taken in the same pass. The buffered rows carry the zero
 //! padding, so every depthwise block takes the check-free interior path without a padded copy of the
-//! whole map.
+//! whole map. Each expanded row is one GEMM call writing straight into its padded row (the AVX-512 GEMM
+//! kernel packs nothing per call, so even a 7-pixel row makes an efficient one).
 
 use crate::kernels::{
     channel_sums, depthwise_rows, for_chunks, gemm_block, geometry_of, padded_size, total_sums,
-    Exec, FeatureMap, GemmInput, Geometry, MapView, PAD_COPY_BELOW,
+    Exec, FeatureMap, GemmInput, Geometry, MapView,
 };
 use crate::layers::PreparedConv;
 use crate::pool;
@@ -81,20 +82,9 @@ impl Band<'_> {
     fn expand_rows(&self, first: usize, end: usize, dst: &mut [f32]) {
         let (x, ch) = (self.x, self.depthwise.out_channels);
         let (width, cin) = (x.width, x.channels);
-        let plain = GemmInput::default();
         // Padded rows `top..top + height` hold the image; the rest, and each row's margins, are zero.
         let (top, left) = (self.g.pad_top, self.g.pad_left);
         let image = first.clamp(top, top + x.height) - top..end.clamp(top, top + x.height) - top;
-        let src = |rows: std::ops::Range<usize>| {
-            &x.data[rows.start * width * cin..rows.end * width * cin]
-        };
-        // Narrow maps: one GEMM for all the new rows (a row alone is too few pixels), then copied into
-        // place. Wide maps: each row's GEMM writes straight into its padded row.
-        let narrow = (width < PAD_COPY_BELOW).then(|| {
-            let mut rows = pool::take(image.len() * width * ch);
-            gemm_block(src(image.clone()), cin, self.expand, &mut rows, plain);
-            rows
-        });
         for (r, row) in (first..end).zip(dst.chunks_exact_mut(self.padded[1] * ch)) {
             let Some(i) = r.checked_sub(top).filter(|i| image.contains(i)) else {
                 row.fill(0.0);
@@ -104,15 +94,8 @@ impl Band<'_> {
             let (inner, right) = rest.split_at_mut(width * ch);
             margin.fill(0.0);
             right.fill(0.0);
-            match &narrow {
-                Some(rows) => {
-                    inner.copy_from_slice(&rows[(i - image.start) * width * ch..][..width * ch])
-                }
-                None => gemm_block(src(i..i + 1), cin, self.expand, inner, plain),
-            }
-        }
-        if let Some(rows) = narrow {
-            pool::give(rows);
+            let src = &x.data[i * width * cin..(i + 1) * width * cin];
+            gemm_block(src, cin, self.expand, inner, GemmInput::default());
         }
     }
 

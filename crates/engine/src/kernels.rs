@@ -429,9 +429,8 @@ pub(crate) fn depthwise_rows(
 
 /// Maps narrower than this are treated as narrow: their depthwise runs on a zero-padded copy of the input,
 /// so every block of pixels takes the check-free interior path (on wider maps the border is a small share
-/// and the copy would cost more), and the fused expand path computes their rows in one GEMM (a single
-/// row is too few pixels for one).
-pub(crate) const PAD_COPY_BELOW: usize = 32;
+/// and the copy would cost more).
+const PAD_COPY_BELOW: usize = 32;
 
 /// `[rows, columns]` of a zero-padded copy of a `height x width` map: every row an output row reads, and
 /// columns enough that every block of [`PIXELS`] output pixels, a row's short last block included, reads
@@ -841,20 +840,29 @@ pub fn pointwise_gated(
     FeatureMap::new(out, x.height, x.width, n)
 }
 
-/// Per-channel sums over NHWC pixels of `channels` values (accumulated in f64).
+/// Per-channel sums over NHWC pixels of `channels` values: f32 over runs of [`SUM_RUN`] pixels (which
+/// vectorises), each run's total added in f64.
 #[multiversion(targets(
     "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma",
     "x86_64+avx2+fma"
 ))]
 pub(crate) fn channel_sums(pixels: &[f32], channels: usize) -> Vec<f64> {
     let mut sums = vec![0f64; channels];
-    for px in pixels.chunks_exact(channels) {
+    let mut run = vec![0f32; channels];
+    for pixels in pixels.chunks(channels * SUM_RUN) {
+        run.fill(0.0);
+        for px in pixels.chunks_exact(channels) {
+            run.iter_mut().zip(px).for_each(|(s, &v)| *s += v);
+        }
         sums.iter_mut()
-            .zip(px)
+            .zip(&run)
             .for_each(|(s, &v)| *s += f64::from(v));
     }
     sums
 }
+
+/// Pixels summed in f32 before the f64 total: the rounding error of a run stays below 64 ulps.
+const SUM_RUN: usize = 64;
 
 /// Per-channel mean over all pixels (accumulated in f64).
 pub fn global_average(x: &FeatureMap) -> Vec<f32> {
