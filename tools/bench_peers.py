@@ -7,6 +7,10 @@ explicit TF-"SAME" pads, batch norm, swish, squeeze-excite and residuals. PyTorc
 --train, PyTorch's training step (forward, label-smoothed cross-entropy, backward, RMSprop with the official
 hyper-parameters) is timed against `effnet bench --train`. A peer that is not installed is skipped.
 
+Each peer is timed in --rounds alternating rounds, each round's peer runs followed at once by effnet's, and
+the ratio reported is the median of the per-round ratios: on a shared machine whose speed drifts by tens of
+percent from minute to minute, a ratio of two runs minutes apart says more about the drift than the code.
+
     pip install numpy onnx onnxruntime        # PyTorch: pip install torch, or Debian's python3-torch
     cargo build --release
     python3 tools/bench_peers.py --model b0 --batch 1 --threads 2
@@ -257,27 +261,48 @@ def main():
     ap.add_argument("--min-seconds", type=float, default=3.0)
     ap.add_argument("--train", action="store_true", help="time training steps instead of inference")
     ap.add_argument("--train-steps", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3, help="alternating peer / effnet rounds")
     args = ap.parse_args()
     res = reference.NETS[args.model][2]
     x = reference.hash_input(res).astype(np.float32)[None].repeat(args.batch, axis=0)
-    rows = []
+    # The peers are timed in alternating rounds, each one's runs next to effnet's, so that a slow spell of a
+    # shared machine lands on both sides of a ratio; the table gives per-peer medians over the rounds and
+    # the median of the per-round ratios.
+    peers = []
     if not args.train:
         try:
-            ort_ms, _ = bench_ort(build_onnx(args.model, res, args.batch), x, args.threads, args)
-            rows.append(("onnxruntime", ort_ms))
+            import onnxruntime  # noqa: F401
+            model_bytes = build_onnx(args.model, res, args.batch)
+            peers.append(("onnxruntime", lambda: bench_ort(model_bytes, x, args.threads, args)[0]))
         except ImportError:
             print("onnxruntime / onnx not installed: skipped")
     torch = import_torch()
     if torch is None:
         print("torch not installed: skipped")
     else:
-        rows.append((f"pytorch {torch.__version__.split('+')[0]}", bench_torch(torch, args.model, x, args)))
-    ours = bench_effnet(args, res)
-    rows.append(("effnet", ours))
+        peers.append((f"pytorch {torch.__version__.split('+')[0]}", lambda: bench_torch(torch, args.model, x, args)))
+    times = {name: [] for name, _ in peers}
+    ratios = {name: [] for name, _ in peers}
+    ours_all = []
+    for _ in range(args.rounds):
+        for name, bench in peers:
+            peer_ms = bench()
+            ours = bench_effnet(args, res)
+            times[name].append(peer_ms)
+            ratios[name].append(ours / peer_ms)
+            ours_all.append(ours)
+    if not peers:
+        ours_all.append(bench_effnet(args, res))
     what = "training step" if args.train else "batch"
-    print(f"{args.model} @{res}, batch {args.batch}, {args.threads} threads (median ms per {what}; ratio = effnet / peer)")
-    for peer, ms in rows:
-        print(f"  {peer:16s} {ms:9.2f} ms  {args.batch * 1e3 / ms:8.1f} img/s   effnet/peer time {ours / ms:5.2f}")
+    med = statistics.median
+    print(f"{args.model} @{res}, batch {args.batch}, {args.threads} threads, {args.rounds} alternating rounds "
+          f"(median ms per {what}; ratio = median over rounds of effnet / peer)")
+    for name, _ in peers:
+        ms = med(times[name])
+        print(f"  {name:16s} {ms:9.2f} ms  {args.batch * 1e3 / ms:8.1f} img/s   effnet/peer time {med(ratios[name]):5.2f}"
+              f"   (rounds: {' '.join(f'{r:.2f}' for r in ratios[name])})")
+    ours = med(ours_all)
+    print(f"  {'effnet':16s} {ours:9.2f} ms  {args.batch * 1e3 / ours:8.1f} img/s")
 
 
 if __name__ == "__main__":

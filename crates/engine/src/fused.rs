@@ -12,14 +12,21 @@
 
 use crate::kernels::{
     channel_sums, depthwise_rows, for_chunks, gemm_block, geometry_of, padded_size, total_sums,
-    Exec, FeatureMap, GemmInput, Geometry, MapView,
+    Exec, FeatureMap, GemmInput, Geometry, MapView, SharedOut,
 };
+use crate::panels::{self, Dest, Epilogue, PANEL};
 use crate::layers::PreparedConv;
 use crate::pool;
 use effnet_arch::Padding;
+use rayon::prelude::*;
+use std::ops::Range;
 
 /// Output rows convolved per step.
 const TILE_ROWS: usize = 8;
+
+/// Inputs narrower than this, split across threads, are split by channels rather than by bands of rows:
+/// on a 7 x 7 map two bands of a 5 x 5 depthwise would each expand 5 or 6 of the 7 input rows.
+const SPLIT_CHANNELS_BELOW: usize = 32;
 
 /// `depthwise(expand(x))` with both convolutions' bias and activation, and the per-channel sums of the
 /// result when `with_sums` (else empty).
@@ -32,6 +39,18 @@ pub fn expand_depthwise(
     with_sums: bool,
 ) -> (FeatureMap, Vec<f64>) {
     let g = geometry_of(x.height, x.width, depthwise, padding);
+    let padded = padded_size(g, depthwise, x.height, x.width);
+    if exec.parallel && x.width < SPLIT_CHANNELS_BELOW {
+        let part = ChannelPart {
+            x,
+            expand,
+            depthwise,
+            g,
+            with_sums,
+            padded,
+        };
+        return part.split();
+    }
     let ch = depthwise.out_channels;
     let row_len = g.out_w * ch;
     let mut out = pool::take(g.out_h * row_len);
@@ -41,7 +60,6 @@ pub fn expand_depthwise(
         1
     };
     let rows_per_band = g.out_h.div_ceil(bands);
-    let padded = padded_size(g, depthwise, x.height, x.width);
     let band = Band {
         x,
         expand,
@@ -55,6 +73,124 @@ pub fn expand_depthwise(
     });
     let sums = total_sums(partial, if with_sums { ch } else { 0 });
     (FeatureMap::new(out, g.out_h, g.out_w, ch), sums)
+}
+
+/// One thread's range of channels of a narrow map, and what it needs: the expand GEMM computes just
+/// those columns, the depthwise convolution (per channel by nature) just those channels, so threads share
+/// no work at all.
+struct ChannelPart<'a> {
+    x: &'a FeatureMap,
+    expand: &'a PreparedConv,
+    depthwise: &'a PreparedConv,
+    g: Geometry,
+    with_sums: bool,
+    /// `[rows, columns]` of the zero-padded expanded map.
+    padded: [usize; 2],
+}
+
+impl ChannelPart<'_> {
+    /// Runs equal ranges of the expand convolution's panels on the rayon pool.
+    fn split(&self) -> (FeatureMap, Vec<f64>) {
+        let (g, ch) = (self.g, self.depthwise.out_channels);
+        let panels = self.expand.panels().count();
+        let per_task = panels.div_ceil(rayon::current_num_threads());
+        let mut out = pool::take(g.out_h * g.out_w * ch);
+        let dst = SharedOut(out.as_mut_ptr());
+        let starts: Vec<usize> = (0..panels).step_by(per_task).collect();
+        let sums: Vec<Vec<f64>> = starts
+            .into_par_iter()
+            .map(|first| {
+                let cols = first * PANEL..((first + per_task) * PANEL).min(ch);
+                let (part, sums) = self.run(first..(first + per_task).min(panels), cols.clone());
+                for (p, px) in part.chunks_exact(cols.len()).enumerate() {
+                    // SAFETY: pixel `p`'s channels `cols` are inside `out` (`g.out_h * g.out_w` pixels of
+                    // `ch`), and only this task writes them.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            px.as_ptr(),
+                            dst.ptr().add(p * ch + cols.start),
+                            cols.len(),
+                        );
+                    }
+                }
+                pool::give(part);
+                sums
+            })
+            .collect();
+        (
+            FeatureMap::new(out, g.out_h, g.out_w, ch),
+            sums.concat(),
+        )
+    }
+
+    /// The output channels `cols` (those of the expand `panels`) for every pixel, in a pooled buffer, and
+    /// their sums if pooling.
+    fn run(&self, panels: Range<usize>, cols: Range<usize>) -> (Vec<f32>, Vec<f64>) {
+        let (x, g, c) = (self.x, self.g, cols.len());
+        let [height, width] = self.padded;
+        let (top, left) = (g.pad_top, g.pad_left);
+        // This range's channels of the zero-padded expanded map: borders zeroed, image rows expanded in.
+        let mut expanded = pool::take(height * width * c);
+        let row = width * c;
+        expanded[..top * row].fill(0.0);
+        expanded[(top + x.height) * row..].fill(0.0);
+        let epilogue = Epilogue {
+            bias: &self.expand.bias,
+            activation: self.expand.activation,
+            residual: None,
+        };
+        for (i, padded_row) in expanded[top * row..(top + x.height) * row]
+            .chunks_exact_mut(row)
+            .enumerate()
+        {
+            let (margin, rest) = padded_row.split_at_mut(left * c);
+            let (inner, right) = rest.split_at_mut(x.width * c);
+            margin.fill(0.0);
+            right.fill(0.0);
+            let dest = Dest {
+                ptr: inner.as_mut_ptr(),
+                row_len: c,
+                first_col: cols.start,
+            };
+            let src = &x.data[i * x.width * x.channels..(i + 1) * x.width * x.channels];
+            // SAFETY: `inner` holds this row's `x.width` pixels of exactly the channels `cols`, which
+            // are the columns of `panels`, and is exclusively borrowed.
+            unsafe { panels::gemm(src, self.expand.panels(), epilogue, dest, panels.clone()) };
+        }
+        // The depthwise convolution restricted to these channels.
+        let taps = self.depthwise.kernel * self.depthwise.kernel;
+        let ch = self.depthwise.out_channels;
+        let weight = (0..taps)
+            .flat_map(|t| &self.depthwise.weight[t * ch..][cols.clone()])
+            .copied()
+            .collect();
+        let sub = PreparedConv::new(
+            (c, c),
+            (self.depthwise.kernel, self.depthwise.stride),
+            weight,
+            self.depthwise.bias[cols.clone()].to_vec(),
+            self.depthwise.activation,
+        );
+        let mut out = pool::take(g.out_h * g.out_w * c);
+        let view = MapView {
+            data: &expanded,
+            height,
+            width,
+        };
+        let inner = Geometry {
+            pad_top: 0,
+            pad_left: 0,
+            ..g
+        };
+        depthwise_rows(&view, &sub, inner, 0, &mut out);
+        pool::give(expanded);
+        let sums = if self.with_sums {
+            channel_sums(&out, c)
+        } else {
+            Vec::new()
+        };
+        (out, sums)
+    }
 }
 
 /// One band of output rows and what it needs.

@@ -732,7 +732,7 @@ pub(crate) struct GemmInput<'a> {
 
 /// An output buffer that parallel tasks write in disjoint parts through its raw pointer.
 #[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
+pub(crate) struct SharedOut(pub *mut f32);
 
 // SAFETY: the pointer is only written through in parts that the tasks' owners keep disjoint.
 unsafe impl Send for SharedOut {}
@@ -741,7 +741,7 @@ unsafe impl Sync for SharedOut {}
 
 impl SharedOut {
     /// The pointer (a method, so closures capture the `Sync` wrapper rather than the bare field).
-    fn ptr(self) -> *mut f32 {
+    pub fn ptr(self) -> *mut f32 {
         self.0
     }
 }
@@ -768,7 +768,12 @@ fn gemm_columns(x: &[f32], k: usize, c: &PreparedConv, out: &mut [f32], input: G
         let panels = first..(first + per_task).min(weights.count());
         // SAFETY: `out` holds the `m x n` outputs (asserted sizes), and each task writes only the columns
         // of its own panels.
-        unsafe { panels::gemm(x, weights, epilogue, dst.ptr(), panels) };
+        let dest = panels::Dest {
+            ptr: dst.ptr(),
+            row_len: n,
+            first_col: 0,
+        };
+        unsafe { panels::gemm(x, weights, epilogue, dest, panels) };
     });
     if let Some(scaled) = scaled {
         pool::give(scaled);

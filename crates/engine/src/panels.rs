@@ -90,31 +90,45 @@ pub(crate) fn gemm_rows(x: &[f32], w: &Panels, epilogue: Epilogue, out: &mut [f3
     let m = x.len() / w.k.max(1);
     assert!(x.len() == m * w.k && out.len() == m * w.n && epilogue.bias.len() == w.n);
     assert!(epilogue.residual.is_none_or(|r| r.len() == out.len()));
+    let dest = Dest {
+        ptr: out.as_mut_ptr(),
+        row_len: w.n,
+        first_col: 0,
+    };
     // SAFETY: `out` is exclusively borrowed and holds the `m x n` outputs (asserted above).
-    unsafe { gemm(x, w, epilogue, out.as_mut_ptr(), 0..w.count()) }
+    unsafe { gemm(x, w, epilogue, dest, 0..w.count()) }
 }
 
-/// [`gemm_rows`] restricted to the columns of `panels`, writing through a pointer so that parallel calls
-/// can fill disjoint column ranges of one output.
+/// Where [`gemm`] writes: column `c` of product row `r` goes to `ptr + r * row_len + c - first_col`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Dest {
+    pub ptr: *mut f32,
+    pub row_len: usize,
+    pub first_col: usize,
+}
+
+/// [`gemm_rows`] restricted to the columns of `panels`, writing through a pointer: parallel calls can fill
+/// disjoint column ranges of one output, or each its own buffer of just its columns.
 ///
 /// # Safety
-/// `out` must address `x.len() / w.k` rows of `w.n` floats, and nothing else may read or write the
-/// columns of `panels` in those rows during the call. `panels` must lie within `0..w.count()`,
-/// `epilogue.bias` must hold `w.n` values and a residual as many as `out`.
+/// `dest` must address, for each of the `x.len() / w.k` rows, the columns of `panels` (from `first_col`,
+/// the first of them, on), and nothing else may access those elements during the call. `panels` must lie
+/// within `0..w.count()`, `epilogue.bias` must hold `w.n` values and a residual `x.len() / w.k` rows of
+/// `w.n`.
 pub(crate) unsafe fn gemm(
     x: &[f32],
     w: &Panels,
     epilogue: Epilogue,
-    out: *mut f32,
+    dest: Dest,
     panels: Range<usize>,
 ) {
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx512f") {
         // SAFETY: AVX-512F was detected; the rest is the caller's contract.
-        return unsafe { gemm_avx512(x, w, epilogue, out, panels) };
+        return unsafe { gemm_avx512(x, w, epilogue, dest, panels) };
     }
     // SAFETY: the caller's contract.
-    unsafe { gemm_portable(x, w, epilogue, out, panels) }
+    unsafe { gemm_portable(x, w, epilogue, dest, panels) }
 }
 
 /// The portable path: the `gemm` crate on each panel, then the epilogue on each row's panel columns.
@@ -125,35 +139,34 @@ unsafe fn gemm_portable(
     x: &[f32],
     w: &Panels,
     epilogue: Epilogue,
-    out: *mut f32,
+    dest: Dest,
     panels: Range<usize>,
 ) {
     let (k, n) = (w.k, w.n);
     let m = x.len() / k.max(1);
     for p in panels {
         let cols = p * PANEL..((p + 1) * PANEL).min(n);
-        // SAFETY: the panel holds `k x PANEL` floats; the output columns are ours (caller's contract).
+        // SAFETY: the panel holds `k x PANEL` floats; the destination columns are ours (caller's contract).
         unsafe {
+            let out = dest.ptr.add(cols.start - dest.first_col);
             matmul_strided(
                 x,
                 k,
                 (w.data[p * PANEL * k..].as_ptr(), PANEL),
-                (out.add(cols.start), n),
+                (out, dest.row_len),
                 cols.len(),
                 gemm::Parallelism::None,
             );
-        }
-        for r in 0..m {
-            // SAFETY: row `r`'s columns `cols` are inside `out` and written by this call alone.
-            let row =
-                unsafe { std::slice::from_raw_parts_mut(out.add(r * n + cols.start), cols.len()) };
-            let residual = epilogue.residual.map(|res| &res[r * n..][cols.clone()]);
-            bias_activation_rows(
-                row,
-                &epilogue.bias[cols.clone()],
-                epilogue.activation,
-                residual,
-            );
+            for r in 0..m {
+                let row = std::slice::from_raw_parts_mut(out.add(r * dest.row_len), cols.len());
+                let residual = epilogue.residual.map(|res| &res[r * n..][cols.clone()]);
+                bias_activation_rows(
+                    row,
+                    &epilogue.bias[cols.clone()],
+                    epilogue.activation,
+                    residual,
+                );
+            }
         }
     }
 }
@@ -168,7 +181,7 @@ unsafe fn gemm_avx512(
     x: &[f32],
     w: &Panels,
     epilogue: Epilogue,
-    out: *mut f32,
+    dest: Dest,
     panels: Range<usize>,
 ) {
     let (k, n) = (w.k, w.n);
@@ -181,23 +194,31 @@ unsafe fn gemm_avx512(
         let rows = m / tiles + usize::from(t < m % tiles);
         for p in panels.clone() {
             let c0 = p * PANEL;
-            let at = Tile {
-                x: x[first * k..].as_ptr(),
-                k,
-                w: w.data[p * PANEL * k..].as_ptr(),
-                out: first * n + c0,
-                n,
-                c0,
-                cols: PANEL.min(n - c0),
+            // SAFETY: the offsets address the tile's rows and columns inside the operands and the
+            // destination (the caller's contract).
+            let at = unsafe {
+                Tile {
+                    x: x.as_ptr().add(first * k),
+                    k,
+                    w: w.data.as_ptr().add(p * PANEL * k),
+                    bias: epilogue.bias.as_ptr().add(c0),
+                    out: dest
+                        .ptr
+                        .add(first * dest.row_len + c0 - dest.first_col),
+                    out_row: dest.row_len,
+                    residual: epilogue.residual.map(|r| r.as_ptr().add(first * n + c0)),
+                    residual_row: n,
+                    cols: PANEL.min(n - c0),
+                }
             };
             let wide = at.cols > LANES;
-            // SAFETY: the tile's pixels, input rows and panel are inside the operands, and its outputs are
-            // this call's columns (the caller's contract).
+            let act = epilogue.activation;
+            // SAFETY: as above; the tile's outputs are this call's columns.
             unsafe {
                 match (rows, wide) {
-                    (TILE, true) => tile::<TILE, 2>(at, epilogue, out),
-                    (TILE, false) => tile::<TILE, 1>(at, epilogue, out),
-                    _ => short_tile(rows, wide, at, epilogue, out),
+                    (TILE, true) => tile::<TILE, 2>(at, act),
+                    (TILE, false) => tile::<TILE, 1>(at, act),
+                    _ => short_tile(rows, wide, at, act),
                 }
             }
         }
@@ -211,12 +232,12 @@ unsafe fn gemm_avx512(
 /// As [`tile`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn short_tile(rows: usize, wide: bool, at: Tile, epilogue: Epilogue, out: *mut f32) {
+unsafe fn short_tile(rows: usize, wide: bool, at: Tile, activation: Option<Activation>) {
     macro_rules! dispatch {
         ($($r:literal)*) => {
             match (rows, wide) {
-                $(($r, true) => tile::<$r, 2>(at, epilogue, out),
-                ($r, false) => tile::<$r, 1>(at, epilogue, out),)*
+                $(($r, true) => tile::<$r, 2>(at, activation),
+                ($r, false) => tile::<$r, 1>(at, activation),)*
                 _ => unreachable!("a short tile has 1 to {} pixels", TILE - 1),
             }
         };
@@ -225,20 +246,22 @@ unsafe fn short_tile(rows: usize, wide: bool, at: Tile, epilogue: Epilogue, out:
     unsafe { dispatch!(1 2 3 4 5 6 7 8 9 10 11) }
 }
 
-/// Where one tile reads and writes.
+/// Where one tile reads and writes: pointers to its first row of each operand.
 #[derive(Clone, Copy)]
 struct Tile {
-    /// The tile's first input row (rows of `k` floats, contiguous).
+    /// Input rows of `k` floats, contiguous.
     x: *const f32,
     k: usize,
     /// The panel, `[k][PANEL]`.
     w: *const f32,
-    /// Offset of the tile's first output in `out`.
-    out: usize,
-    /// Output row length.
-    n: usize,
-    /// The panel's first column.
-    c0: usize,
+    /// The panel's bias.
+    bias: *const f32,
+    /// Output rows, `out_row` floats apart.
+    out: *mut f32,
+    out_row: usize,
+    /// Residual rows, `residual_row` floats apart.
+    residual: Option<*const f32>,
+    residual_row: usize,
     /// Valid columns of this panel (`1..=PANEL`).
     cols: usize,
 }
@@ -246,11 +269,11 @@ struct Tile {
 /// `R` pixels x `V` registers of one panel: `R * V` accumulators over the whole `k`, then the epilogue.
 ///
 /// # Safety
-/// The CPU must support AVX-512F; `R` input rows of `k` floats at `at.x`, `k` panel rows at `at.w`, and
-/// `R` output (and residual) rows from `at.out` with columns `0..at.cols` must be valid.
+/// The CPU must support AVX-512F; `R` input rows of `k` floats, `k` panel rows, and `R` output (and
+/// residual) rows with columns `0..at.cols` must be valid where `at` points.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn tile<const R: usize, const V: usize>(at: Tile, epilogue: Epilogue, out: *mut f32) {
+unsafe fn tile<const R: usize, const V: usize>(at: Tile, activation: Option<Activation>) {
     use std::arch::x86_64::*;
     let k = at.k;
     // SAFETY (all loads and stores): bounds as stated in the contract; lanes past `at.cols` are masked off.
@@ -266,25 +289,20 @@ unsafe fn tile<const R: usize, const V: usize>(at: Tile, epilogue: Epilogue, out
                 }
             }
         }
-        let (offset, n, c0) = (at.out, at.n, at.c0);
         let masks: [u16; V] = std::array::from_fn(|v| {
             let lanes = at.cols.saturating_sub(v * LANES).min(LANES);
             ((1u32 << lanes) - 1) as u16
         });
-        let bias: [__m512; V] = std::array::from_fn(|v| {
-            _mm512_maskz_loadu_ps(masks[v], epilogue.bias.as_ptr().add(c0 + v * LANES))
-        });
+        let bias: [__m512; V] =
+            std::array::from_fn(|v| _mm512_maskz_loadu_ps(masks[v], at.bias.add(v * LANES)));
         for (p, acc) in acc.iter().enumerate() {
             for v in 0..V {
-                let at = offset + p * n + v * LANES;
-                let mut y = avx512::apply(epilogue.activation, _mm512_add_ps(acc[v], bias[v]));
-                if let Some(residual) = epilogue.residual {
-                    y = _mm512_add_ps(
-                        y,
-                        _mm512_maskz_loadu_ps(masks[v], residual.as_ptr().add(at)),
-                    );
+                let mut y = avx512::apply(activation, _mm512_add_ps(acc[v], bias[v]));
+                if let Some(residual) = at.residual {
+                    let r = residual.add(p * at.residual_row + v * LANES);
+                    y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(masks[v], r));
                 }
-                _mm512_mask_storeu_ps(out.add(at), masks[v], y);
+                _mm512_mask_storeu_ps(at.out.add(p * at.out_row + v * LANES), masks[v], y);
             }
         }
     }
@@ -347,32 +365,55 @@ mod tests {
                         residual,
                     };
                     let want = reference(&x, &w, (k, n), e);
-                    let mut paths: Vec<(&str, Vec<f32>)> = Vec::new();
-                    let mut out = vec![0f32; m * n];
-                    // Two calls on disjoint panel ranges, as the parallel column split makes them.
-                    let split = panels.count() / 2;
-                    // SAFETY: `out` holds `m x n` floats and each call writes only its own panels.
-                    unsafe {
-                        gemm_portable(&x, &panels, e, out.as_mut_ptr(), 0..split);
-                        gemm_portable(&x, &panels, e, out.as_mut_ptr(), split..panels.count());
-                    }
-                    paths.push(("portable", out));
+                    type Path = unsafe fn(&[f32], &Panels, Epilogue, Dest, Range<usize>);
+                    let mut paths: Vec<(&str, Path)> = vec![("portable", gemm_portable)];
                     #[cfg(target_arch = "x86_64")]
                     if is_x86_feature_detected!("avx512f") {
-                        let mut out = vec![0f32; m * n];
-                        // SAFETY: as above, on a CPU with AVX-512F.
-                        unsafe {
-                            gemm_avx512(&x, &panels, e, out.as_mut_ptr(), 0..split);
-                            gemm_avx512(&x, &panels, e, out.as_mut_ptr(), split..panels.count());
-                        }
-                        paths.push(("avx512", out));
+                        paths.push(("avx512", |x, w, e, d, p| {
+                            // SAFETY: AVX-512F was detected; the rest is forwarded.
+                            unsafe { gemm_avx512(x, w, e, d, p) }
+                        }));
                     }
-                    for (path, got) in paths {
+                    let split = panels.count() / 2;
+                    let mut results = Vec::new();
+                    for (path, run) in paths {
+                        // Two calls on disjoint panel ranges of one output, as the parallel column split
+                        // makes them.
+                        let mut out = vec![0f32; m * n];
+                        let dest = Dest {
+                            ptr: out.as_mut_ptr(),
+                            row_len: n,
+                            first_col: 0,
+                        };
+                        // SAFETY: `out` holds `m x n` floats and each call writes only its own panels.
+                        unsafe {
+                            run(&x, &panels, e, dest, 0..split);
+                            run(&x, &panels, e, dest, split..panels.count());
+                        }
+                        results.push((path, out, 0..n));
+                        // The second range alone, into a buffer of just its columns.
+                        let cols = (split * PANEL).min(n)..n;
+                        let mut own = vec![0f32; m * cols.len()];
+                        let dest = Dest {
+                            ptr: own.as_mut_ptr(),
+                            row_len: cols.len(),
+                            first_col: cols.start,
+                        };
+                        // SAFETY: `own` holds `m` rows of exactly these columns.
+                        unsafe { run(&x, &panels, e, dest, split..panels.count()) };
+                        results.push((path, own, cols));
+                    }
+                    for (path, got, cols) in results {
+                        let want: Vec<f32> = want
+                            .chunks_exact(n)
+                            .flat_map(|row| row[cols.clone()].to_vec())
+                            .collect();
+                        let residual = residual.is_some();
                         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                             assert!(
                                 (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
-                                "{path} {m}x{k}x{n} {activation:?} residual {}: [{i}] {g} vs {w}",
-                                residual.is_some()
+                                "{path} {m}x{k}x{n} columns {cols:?} {activation:?} residual \
+                                 {residual}: [{i}] {g} vs {w}"
                             );
                         }
                     }

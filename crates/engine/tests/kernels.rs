@@ -210,7 +210,8 @@ fn pointwise_with_and_without_residual_matches_the_reference() {
 #[test]
 fn fused_expand_depthwise_matches_the_two_reference_convolutions() {
     // Wide maps and narrow ones (whose buffered rows carry the padding); tall enough for several tiles
-    // and, threaded, two bands.
+    // and, threaded, two bands of rows (wide) or two ranges of channels, the last a partial panel
+    // (narrow).
     for (h, w) in [
         (34, 33),
         (9, 40),
@@ -221,7 +222,7 @@ fn fused_expand_depthwise_matches_the_two_reference_convolutions() {
         (1, 1),
         (12, 5),
     ] {
-        for (cin, mid) in [(5, 17), (8, 40)] {
+        for (cin, mid) in [(5, 17), (8, 40), (16, 96)] {
             for (k, stride) in [(3, 1), (3, 2), (5, 1), (5, 2)] {
                 for padding in [Padding::TfSame, Padding::Symmetric] {
                     let x = FeatureMap::new(values(h * w * cin, 21), h, w, cin);
