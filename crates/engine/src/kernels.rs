@@ -320,16 +320,19 @@ unsafe fn depthwise_interior(
     }
 }
 
-/// The interior depthwise block with explicit AVX-512: four 16-channel accumulators in named registers and
-/// fused multiply-adds. Written with intrinsics because the compiler spilled the generic version's
-/// accumulators to the stack and left the multiply and add unfused.
+/// The interior depthwise block with explicit AVX-512, over `B` adjacent 16-channel blocks: `4 * B`
+/// accumulators in registers and fused multiply-adds with the input as memory operand. With `B = 2` eight
+/// independent accumulators (and, after them, eight independent activations) keep both FMA units busy
+/// through the four-cycle latency, where four left half of them idle. Written with intrinsics because the
+/// compiler spilled the generic version's accumulators to the stack and left the multiply and add unfused.
 ///
 /// # Safety
-/// The CPU must support AVX-512F, and the conditions of [`depthwise_interior`] must hold.
+/// The CPU must support AVX-512F, and the conditions of [`depthwise_interior`] must hold for every one of
+/// the `B` channel blocks from `c0`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn depthwise_interior_avx512(
+unsafe fn depthwise_interior_avx512<const B: usize>(
     x: &MapView,
     c: &PreparedConv,
     g: Geometry,
@@ -338,34 +341,34 @@ unsafe fn depthwise_interior_avx512(
     out: &mut [f32],
 ) {
     use std::arch::x86_64::{_mm512_fmadd_ps, _mm512_loadu_ps, _mm512_storeu_ps};
-    const _: () = assert!(
-        PIXELS == 4 && LANES == 16,
-        "the AVX-512 kernel is written for 4 pixels x 16 lanes"
-    );
     let (ch, k, s) = (c.out_channels, c.kernel, c.stride);
     let step = s * ch;
     // SAFETY (all pointer arithmetic and loads below): the caller guarantees every tap is inside the image
-    // and `c0 + 16 <= ch`; stores go to `out`, which holds `count` pixels of `ch` channels.
+    // and `c0 + 16 * B <= ch`; stores go to `out`, which holds `count` pixels of `ch` channels.
     unsafe {
-        let bias = _mm512_loadu_ps(c.bias.as_ptr().add(c0));
-        let (mut a0, mut a1, mut a2, mut a3) = (bias, bias, bias, bias);
+        let mut acc: [[_; PIXELS]; B] =
+            std::array::from_fn(|b| [_mm512_loadu_ps(c.bias.as_ptr().add(c0 + b * LANES)); PIXELS]);
         for ky in 0..k {
             let row = x
                 .data
                 .as_ptr()
                 .add((oy * s + ky - g.pad_top) * x.width * ch + c0);
             for kx in 0..k {
-                let w = _mm512_loadu_ps(c.weight.as_ptr().add((ky * k + kx) * ch + c0));
+                let taps = c.weight.as_ptr().add((ky * k + kx) * ch + c0);
                 let p = row.add((ox * s + kx - g.pad_left) * ch);
-                a0 = _mm512_fmadd_ps(_mm512_loadu_ps(p), w, a0);
-                a1 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(step)), w, a1);
-                a2 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(2 * step)), w, a2);
-                a3 = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(3 * step)), w, a3);
+                for (b, acc) in acc.iter_mut().enumerate() {
+                    let w = _mm512_loadu_ps(taps.add(b * LANES));
+                    for (i, a) in acc.iter_mut().enumerate() {
+                        *a = _mm512_fmadd_ps(_mm512_loadu_ps(p.add(i * step + b * LANES)), w, *a);
+                    }
+                }
             }
         }
         let dst = out.as_mut_ptr().add(c0);
-        for (p, a) in [a0, a1, a2, a3].into_iter().enumerate().take(count) {
-            _mm512_storeu_ps(dst.add(p * ch), avx512::apply(c.activation, a));
+        for (b, acc) in acc.iter().enumerate() {
+            for (p, a) in acc.iter().enumerate().take(count) {
+                _mm512_storeu_ps(dst.add(p * ch + b * LANES), avx512::apply(c.activation, *a));
+            }
         }
     }
 }
@@ -407,10 +410,14 @@ pub(crate) fn depthwise_rows(
             let interior = row_inside && ox >= col_first && ox + PIXELS <= col_end;
             let mut c0 = 0;
             while c0 + LANES <= ch {
-                if interior && avx512 {
+                if interior && avx512 && c0 + 2 * LANES <= ch {
                     // SAFETY: AVX-512F was detected; `interior` means every tap of these pixels is inside `x`
-                    // and the loop condition keeps the channel block inside `ch`.
-                    unsafe { depthwise_interior_avx512(x, c, g, (oy, ox, count), c0, pixels) };
+                    // and the condition keeps both channel blocks inside `ch`.
+                    unsafe { depthwise_interior_avx512::<2>(x, c, g, (oy, ox, count), c0, pixels) };
+                    c0 += LANES;
+                } else if interior && avx512 {
+                    // SAFETY: as above, for one channel block.
+                    unsafe { depthwise_interior_avx512::<1>(x, c, g, (oy, ox, count), c0, pixels) };
                 } else if interior {
                     // SAFETY: as above, without the ISA requirement.
                     unsafe { depthwise_interior(x, c, g, (oy, ox, count), c0, pixels, fused) };
