@@ -14,8 +14,8 @@ use crate::kernels::{
     channel_sums, depthwise_rows, for_chunks, gemm_block, geometry_of, padded_size, total_sums,
     Exec, FeatureMap, GemmInput, Geometry, MapView, SharedOut,
 };
-use crate::panels::{self, Dest, Epilogue, PANEL};
 use crate::layers::PreparedConv;
+use crate::panels::{self, Dest, Epilogue, PANEL};
 use crate::pool;
 use effnet_arch::Padding;
 use rayon::prelude::*;
@@ -117,10 +117,7 @@ impl ChannelPart<'_> {
                 sums
             })
             .collect();
-        (
-            FeatureMap::new(out, g.out_h, g.out_w, ch),
-            sums.concat(),
-        )
+        (FeatureMap::new(out, g.out_h, g.out_w, ch), sums.concat())
     }
 
     /// The output channels `cols` (those of the expand `panels`) for every pixel, in a pooled buffer, and

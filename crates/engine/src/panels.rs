@@ -177,13 +177,7 @@ unsafe fn gemm_portable(
 /// The CPU must support AVX-512F, and the contract of [`gemm`] must hold.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn gemm_avx512(
-    x: &[f32],
-    w: &Panels,
-    epilogue: Epilogue,
-    dest: Dest,
-    panels: Range<usize>,
-) {
+unsafe fn gemm_avx512(x: &[f32], w: &Panels, epilogue: Epilogue, dest: Dest, panels: Range<usize>) {
     let (k, n) = (w.k, w.n);
     let m = x.len() / k.max(1);
     // As many tiles as `TILE`-pixel tiles would need, but of equal size (49 pixels are 10, 10, 10, 10, 9
@@ -202,9 +196,7 @@ unsafe fn gemm_avx512(
                     k,
                     w: w.data.as_ptr().add(p * PANEL * k),
                     bias: epilogue.bias.as_ptr().add(c0),
-                    out: dest
-                        .ptr
-                        .add(first * dest.row_len + c0 - dest.first_col),
+                    out: dest.ptr.add(first * dest.row_len + c0 - dest.first_col),
                     out_row: dest.row_len,
                     residual: epilogue.residual.map(|r| r.as_ptr().add(first * n + c0)),
                     residual_row: n,

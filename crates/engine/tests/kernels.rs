@@ -6,10 +6,10 @@ use effnet_arch::variant::Activation;
 use effnet_arch::Padding;
 use effnet_engine::fused::expand_depthwise;
 use effnet_engine::kernels::{
-    conv_dense, depthwise, depthwise_and_mean, pointwise, pointwise_gated, squeeze_excite, Exec,
-    FeatureMap,
+    conv_dense, depthwise, depthwise_and_mean, linear, pointwise, pointwise_gated, squeeze_excite,
+    Exec, FeatureMap,
 };
-use effnet_engine::layers::PreparedConv;
+use effnet_engine::layers::{PreparedConv, PreparedLinear};
 
 /// Deterministic values in [-1, 1).
 fn values(n: usize, seed: u64) -> Vec<f32> {
@@ -296,5 +296,38 @@ fn squeeze_excite_scales_each_channel_by_its_gate() {
         let mut y = x.clone();
         squeeze_excite(&mut y, &reduce, &expand, exec);
         close(&y.data, &want, &format!("squeeze-excite {exec:?}"));
+    }
+}
+
+#[test]
+fn linear_matches_the_reference_serial_and_split_across_threads() {
+    for (inputs, outputs) in [(5, 3), (777, 13), (1280, 40)] {
+        let l = PreparedLinear {
+            in_features: inputs,
+            out_features: outputs,
+            weight: values(inputs * outputs, 30),
+            bias: values(outputs, 31),
+        };
+        let x = values(inputs, 32);
+        let want: Vec<f32> = (0..outputs)
+            .map(|o| {
+                let dot: f64 = (0..inputs)
+                    .map(|i| f64::from(x[i]) * f64::from(l.weight[i * outputs + o]))
+                    .sum();
+                (dot + f64::from(l.bias[o])) as f32
+            })
+            .collect();
+        for threads in [1, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let got = pool.install(|| linear(&x, &l));
+            close(
+                &got,
+                &want,
+                &format!("linear {inputs}->{outputs} on {threads} threads"),
+            );
+        }
     }
 }
