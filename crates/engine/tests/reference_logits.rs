@@ -147,6 +147,14 @@ fn a_batch_of_images_matches_the_references_image_by_image() {
     for (name, logits) in names.iter().zip(batch) {
         compare(name, &format!("{name} (in a batch of 4)"), &logits.unwrap());
     }
+    // An odd batch with a bad image in it: that image alone fails, the others keep their places.
+    let bad = FeatureMap::new(vec![0.0; 8 * 8 * 2], 8, 8, 2);
+    let odd = [inputs[1].clone(), bad, inputs[3].clone()];
+    let batch = engine.logits_batch(&odd);
+    assert_eq!(batch.len(), 3);
+    assert!(batch[1].is_err(), "a 2-channel image is rejected");
+    compare("lite0_coffee", "lite0_coffee (first of 3)", batch[0].as_ref().unwrap());
+    compare("lite0_chelsea", "lite0_chelsea (last of 3)", batch[2].as_ref().unwrap());
 }
 
 fn random_engine(model: &str, padding: Padding, eps: f64) -> Engine {
