@@ -39,17 +39,16 @@ pub fn expand_depthwise(
     with_sums: bool,
 ) -> (FeatureMap, Vec<f64>) {
     let g = geometry_of(x.height, x.width, depthwise, padding);
-    let padded = padded_size(g, depthwise, x.height, x.width);
+    let stage = Fused {
+        x,
+        expand,
+        depthwise,
+        g,
+        with_sums,
+        padded: padded_size(g, depthwise, x.height, x.width),
+    };
     if exec.parallel && x.width < SPLIT_CHANNELS_BELOW {
-        let part = ChannelPart {
-            x,
-            expand,
-            depthwise,
-            g,
-            with_sums,
-            padded,
-        };
-        return part.split();
+        return stage.split_channels();
     }
     let ch = depthwise.out_channels;
     let row_len = g.out_w * ch;
@@ -60,37 +59,31 @@ pub fn expand_depthwise(
         1
     };
     let rows_per_band = g.out_h.div_ceil(bands);
-    let band = Band {
-        x,
-        expand,
-        depthwise,
-        g,
-        with_sums,
-        padded,
-    };
     let partial = for_chunks(&mut out, rows_per_band * row_len, bands > 1, |b, rows| {
-        band.run(b * rows_per_band, rows)
+        stage.band(b * rows_per_band, rows)
     });
     let sums = total_sums(partial, if with_sums { ch } else { 0 });
     (FeatureMap::new(out, g.out_h, g.out_w, ch), sums)
 }
 
-/// One thread's range of channels of a narrow map, and what it needs: the expand GEMM computes just
-/// those columns, the depthwise convolution (per channel by nature) just those channels, so threads share
-/// no work at all.
-struct ChannelPart<'a> {
+/// A fused expand + depthwise stage: its operands and geometry. Split across threads either by bands of
+/// output rows ([`Fused::band`]) or, for narrow maps, by ranges of channels ([`Fused::split_channels`]):
+/// the expand GEMM then computes just a range's columns and the depthwise convolution (per channel by
+/// nature) just its channels, so threads share no work at all.
+struct Fused<'a> {
     x: &'a FeatureMap,
     expand: &'a PreparedConv,
     depthwise: &'a PreparedConv,
     g: Geometry,
     with_sums: bool,
-    /// `[rows, columns]` of the zero-padded expanded map.
+    /// `[rows, columns]` of the zero-padded expanded map. The buffered rows carry the padding, so every
+    /// depthwise block runs the check-free interior kernel.
     padded: [usize; 2],
 }
 
-impl ChannelPart<'_> {
-    /// Runs equal ranges of the expand convolution's panels on the rayon pool.
-    fn split(&self) -> (FeatureMap, Vec<f64>) {
+impl Fused<'_> {
+    /// Runs equal ranges of the expand convolution's panels (output channels) on the rayon pool.
+    fn split_channels(&self) -> (FeatureMap, Vec<f64>) {
         let (g, ch) = (self.g, self.depthwise.out_channels);
         let panels = self.expand.panels().count();
         let per_task = panels.div_ceil(rayon::current_num_threads());
@@ -101,7 +94,8 @@ impl ChannelPart<'_> {
             .into_par_iter()
             .map(|first| {
                 let cols = first * PANEL..((first + per_task) * PANEL).min(ch);
-                let (part, sums) = self.run(first..(first + per_task).min(panels), cols.clone());
+                let (part, sums) =
+                    self.channel_range(first..(first + per_task).min(panels), cols.clone());
                 for (p, px) in part.chunks_exact(cols.len()).enumerate() {
                     // SAFETY: pixel `p`'s channels `cols` are inside `out` (`g.out_h * g.out_w` pixels of
                     // `ch`), and only this task writes them.
@@ -122,7 +116,7 @@ impl ChannelPart<'_> {
 
     /// The output channels `cols` (those of the expand `panels`) for every pixel, in a pooled buffer, and
     /// their sums if pooling.
-    fn run(&self, panels: Range<usize>, cols: Range<usize>) -> (Vec<f32>, Vec<f64>) {
+    fn channel_range(&self, panels: Range<usize>, cols: Range<usize>) -> (Vec<f32>, Vec<f64>) {
         let (x, g, c) = (self.x, self.g, cols.len());
         let [height, width] = self.padded;
         let (top, left) = (g.pad_top, g.pad_left);
@@ -190,19 +184,7 @@ impl ChannelPart<'_> {
     }
 }
 
-/// One band of output rows and what it needs.
-struct Band<'a> {
-    x: &'a FeatureMap,
-    expand: &'a PreparedConv,
-    depthwise: &'a PreparedConv,
-    g: Geometry,
-    with_sums: bool,
-    /// `[rows, columns]` of the zero-padded expanded map. The buffered rows carry the padding, so every
-    /// depthwise block runs the check-free interior kernel.
-    padded: [usize; 2],
-}
-
-impl Band<'_> {
+impl Fused<'_> {
     /// The padded-map rows `[first, end)` that output rows `[o0, o1)` read.
     fn input_rows(&self, o0: usize, o1: usize) -> (usize, usize) {
         let (s, k) = (self.depthwise.stride, self.depthwise.kernel);
@@ -232,8 +214,8 @@ impl Band<'_> {
         }
     }
 
-    /// Computes output rows `first..` into `out`; returns their per-channel sums if pooling.
-    fn run(&self, first: usize, out: &mut [f32]) -> Vec<f64> {
+    /// Computes the band of output rows `first..` into `out`; returns their per-channel sums if pooling.
+    fn band(&self, first: usize, out: &mut [f32]) -> Vec<f64> {
         let ch = self.depthwise.out_channels;
         let width = self.padded[1];
         let expanded_row = width * ch;

@@ -133,9 +133,9 @@ impl Engine {
     /// by image, keeping each image's larger maps in cache from one block to the next.
     fn features_group(&self, images: &[FeatureMap]) -> Vec<Result<Vec<f32>>> {
         let serial = Exec { parallel: false };
-        let split = images
-            .first()
-            .map_or(0, |image| self.first_weight_heavy(image.height, image.width));
+        let split = images.first().map_or(0, |image| {
+            self.first_weight_heavy(image.height, image.width)
+        });
         let mut maps: Vec<Result<FeatureMap>> = images
             .iter()
             .map(|image| {
@@ -147,11 +147,9 @@ impl Engine {
             })
             .collect();
         for b in &self.blocks[split..] {
-            for map in &mut maps {
-                if let Ok(x) = map {
-                    let input = std::mem::replace(x, FeatureMap::new(Vec::new(), 0, 0, 0));
-                    *x = self.block(b, input, serial);
-                }
+            for x in maps.iter_mut().flatten() {
+                let input = std::mem::replace(x, FeatureMap::new(Vec::new(), 0, 0, 0));
+                *x = self.block(b, input, serial);
             }
         }
         maps.into_iter()
@@ -167,7 +165,12 @@ impl Engine {
         for (i, b) in self.blocks.iter().enumerate() {
             let convs = [Some(&b.depthwise), b.expand.as_ref(), Some(&b.project)];
             let se = b.se.iter().flat_map(|(r, e)| [r, e]);
-            let weights: usize = convs.into_iter().flatten().chain(se).map(|c| c.weight.len()).sum();
+            let weights: usize = convs
+                .into_iter()
+                .flatten()
+                .chain(se)
+                .map(|c| c.weight.len())
+                .sum();
             let channels = b.expand.as_ref().unwrap_or(&b.depthwise).in_channels;
             if weights > h * w * channels {
                 return i;

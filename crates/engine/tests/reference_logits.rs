@@ -153,8 +153,16 @@ fn a_batch_of_images_matches_the_references_image_by_image() {
     let batch = engine.logits_batch(&odd);
     assert_eq!(batch.len(), 3);
     assert!(batch[1].is_err(), "a 2-channel image is rejected");
-    compare("lite0_coffee", "lite0_coffee (first of 3)", batch[0].as_ref().unwrap());
-    compare("lite0_chelsea", "lite0_chelsea (last of 3)", batch[2].as_ref().unwrap());
+    compare(
+        "lite0_coffee",
+        "lite0_coffee (first of 3)",
+        batch[0].as_ref().unwrap(),
+    );
+    compare(
+        "lite0_chelsea",
+        "lite0_chelsea (last of 3)",
+        batch[2].as_ref().unwrap(),
+    );
 }
 
 fn random_engine(model: &str, padding: Padding, eps: f64) -> Engine {
