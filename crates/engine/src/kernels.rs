@@ -547,88 +547,6 @@ pub(crate) fn depthwise_pooling(
     (FeatureMap::new(out, g.out_h, g.out_w, ch), sums)
 }
 
-/// `v = act(v + bias) (+ residual)` over rows of `bias.len()` channels, one loop per activation so each
-/// vectorises.
-#[inline(always)]
-fn epilogue<F: Fn(f32) -> f32>(rows: &mut [f32], bias: &[f32], residual: Option<&[f32]>, act: F) {
-    let n = bias.len();
-    match residual {
-        Some(residual) => rows
-            .chunks_exact_mut(n)
-            .zip(residual.chunks_exact(n))
-            .for_each(|(row, res)| {
-                row.iter_mut()
-                    .zip(bias.iter().zip(res))
-                    .for_each(|(v, (b, r))| *v = act(*v + b) + r);
-            }),
-        None => rows
-            .chunks_exact_mut(n)
-            .for_each(|row| row.iter_mut().zip(bias).for_each(|(v, b)| *v = act(*v + b))),
-    }
-}
-
-#[multiversion(targets(
-    "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma",
-    "x86_64+avx2+fma"
-))]
-pub(crate) fn bias_activation_rows(
-    rows: &mut [f32],
-    bias: &[f32],
-    activation: Option<Activation>,
-    residual: Option<&[f32]>,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if multiversion::target::target_cfg_f!(target_feature = "avx512f") {
-        // SAFETY: this clone is compiled for, and only dispatched on, CPUs with AVX-512F.
-        unsafe { epilogue_avx512(rows, bias, activation, residual) };
-        return;
-    }
-    match activation {
-        None => epilogue(rows, bias, residual, |v| v),
-        Some(Activation::Swish) => epilogue(rows, bias, residual, |v| v * sigmoid(v)),
-        Some(Activation::Relu6) => epilogue(rows, bias, residual, |v| v.clamp(0.0, 6.0)),
-        Some(Activation::Sigmoid) => epilogue(rows, bias, residual, sigmoid),
-    }
-}
-
-/// The epilogue with explicit AVX-512: 16 channels at a time (the last block of a row masked), the
-/// activation on registers through [`avx512::apply`].
-///
-/// # Safety
-/// The CPU must support AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn epilogue_avx512(
-    rows: &mut [f32],
-    bias: &[f32],
-    activation: Option<Activation>,
-    residual: Option<&[f32]>,
-) {
-    use std::arch::x86_64::{
-        _mm512_add_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_setzero_ps,
-    };
-    let n = bias.len();
-    for (r, row) in rows.chunks_exact_mut(n).enumerate() {
-        for c in (0..n).step_by(LANES) {
-            let mask = ((1u32 << (n - c).min(LANES)) - 1) as u16;
-            // SAFETY: `mask` covers only channels `c..n` of this row (and of the bias and residual rows,
-            // which have the same length); masked-off lanes are neither read nor written.
-            unsafe {
-                let v = _mm512_add_ps(
-                    _mm512_maskz_loadu_ps(mask, row.as_ptr().add(c)),
-                    _mm512_maskz_loadu_ps(mask, bias.as_ptr().add(c)),
-                );
-                let v = avx512::apply(activation, v);
-                let res = match residual {
-                    Some(res) => _mm512_maskz_loadu_ps(mask, res.as_ptr().add(r * n + c)),
-                    None => _mm512_setzero_ps(),
-                };
-                _mm512_mask_storeu_ps(row.as_mut_ptr().add(c), mask, _mm512_add_ps(v, res));
-            }
-        }
-    }
-}
-
 /// Pixels per GEMM call: whole register tiles, few enough that a block's gated copy stays in cache.
 const GEMM_ROWS: usize = 10 * panels::TILE;
 
@@ -754,7 +672,7 @@ impl SharedOut {
 }
 
 /// [`gemm_block`] for maps with too few pixels to split by rows (the late 7 x 7 stages at batch 1): each
-/// task computes an equal range of output channels for every pixel, then their epilogue row by row.
+/// task computes an equal range of the output channels (whole panels) for every pixel.
 fn gemm_columns(x: &[f32], k: usize, c: &PreparedConv, out: &mut [f32], input: GemmInput) {
     let n = c.out_channels;
     let m = out.len() / n;
