@@ -7,7 +7,7 @@ pub mod fused;
 pub mod kernels;
 pub mod layers;
 pub mod model;
-pub mod panels;
+pub(crate) mod panels;
 pub(crate) mod pool;
 
 pub use error::{EngineError, Result};
