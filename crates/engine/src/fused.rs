@@ -3,7 +3,7 @@
 //! Unfused, the expanded map (up to 112 x 112 x 96 floats, 4.8 MB, for B0) is written to memory by the
 //! expand GEMM and read back by the depthwise kernel: on the early, wide stages that round trip through
 //! memory rather than cache dominated the depthwise time. Here each band of output rows walks down the
-//! image [`TILE_ROWS`] rows at a time, expanding only the input rows the next tile needs into a small
+//! image eight rows (`TILE_ROWS`) at a time, expanding only the input rows the next tile needs into a small
 //! buffer (keeping the overlap rows from the previous tile) and convolving them while they are in cache.
 //! The per-channel sums for squeeze-excite are taken in the same pass. The buffered rows carry the zero
 //! padding, so every depthwise block takes the check-free interior path without a padded copy of the

@@ -213,8 +213,9 @@ impl Engine {
     }
 
     /// Pooled features of several images on the current rayon pool: when there are at least as many images
-    /// as threads, each thread takes an equal group of them (see [`Engine::features_group`]), otherwise
-    /// one image at a time has its work split across the threads.
+    /// as threads, each thread takes an equal group of them (running the late, weight-heavy blocks block by
+    /// block over the group, so their weights are fetched once per group), otherwise one image at a time
+    /// has its work split across the threads.
     pub fn features_batch(&self, images: &[FeatureMap]) -> Vec<Result<Vec<f32>>> {
         let threads = rayon::current_num_threads();
         if images.len() >= threads {
