@@ -15,7 +15,7 @@ use crate::kernels::{
     Exec, FeatureMap, GemmInput, Geometry, MapView, SharedOut,
 };
 use crate::layers::PreparedConv;
-use crate::panels::{self, Dest, Epilogue, PANEL};
+use crate::panels::{self, Dest, Epilogue};
 use crate::pool;
 use effnet_arch::Padding;
 use rayon::prelude::*;
@@ -85,17 +85,15 @@ impl Fused<'_> {
     /// Runs equal ranges of the expand convolution's panels (output channels) on the rayon pool.
     fn split_channels(&self) -> (FeatureMap, Vec<f64>) {
         let (g, ch) = (self.g, self.depthwise.out_channels);
-        let panels = self.expand.panels().count();
-        let per_task = panels.div_ceil(rayon::current_num_threads());
+        let weights = self.expand.panels();
         let mut out = pool::take(g.out_h * g.out_w * ch);
         let dst = SharedOut(out.as_mut_ptr());
-        let starts: Vec<usize> = (0..panels).step_by(per_task).collect();
-        let sums: Vec<Vec<f64>> = starts
+        let sums: Vec<Vec<f64>> = weights
+            .per_thread()
             .into_par_iter()
-            .map(|first| {
-                let cols = first * PANEL..((first + per_task) * PANEL).min(ch);
-                let (part, sums) =
-                    self.channel_range(first..(first + per_task).min(panels), cols.clone());
+            .map(|panels| {
+                let cols = weights.columns(&panels);
+                let (part, sums) = self.channel_range(panels, cols.clone());
                 for (p, px) in part.chunks_exact(cols.len()).enumerate() {
                     // SAFETY: pixel `p`'s channels `cols` are inside `out` (`g.out_h * g.out_w` pixels of
                     // `ch`), and only this task writes them.

@@ -677,8 +677,6 @@ fn gemm_columns(x: &[f32], k: usize, c: &PreparedConv, out: &mut [f32], input: G
     let n = c.out_channels;
     let m = out.len() / n;
     let weights = input.weight.unwrap_or(c.panels());
-    let threads = rayon::current_num_threads();
-    let per_task = weights.count().div_ceil(threads);
     let scaled = input.gate.map(|gate| scaled_copy(x, gate));
     let x = scaled.as_deref().unwrap_or(x);
     assert!(x.len() == m * k && input.residual.is_none_or(|r| r.len() == out.len()));
@@ -688,16 +686,14 @@ fn gemm_columns(x: &[f32], k: usize, c: &PreparedConv, out: &mut [f32], input: G
         residual: input.residual,
     };
     let dst = SharedOut(out.as_mut_ptr());
-    let starts: Vec<usize> = (0..weights.count()).step_by(per_task).collect();
-    starts.into_par_iter().for_each(|first| {
-        let panels = first..(first + per_task).min(weights.count());
-        // SAFETY: `out` holds the `m x n` outputs (asserted sizes), and each task writes only the columns
-        // of its own panels.
+    weights.per_thread().into_par_iter().for_each(|panels| {
         let dest = panels::Dest {
             ptr: dst.ptr(),
             row_len: n,
             first_col: 0,
         };
+        // SAFETY: `out` holds the `m x n` outputs (asserted sizes), and each task writes only the columns
+        // of its own panels.
         unsafe { panels::gemm(x, weights, epilogue, dest, panels) };
     });
     if let Some(scaled) = scaled {

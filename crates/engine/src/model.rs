@@ -147,10 +147,10 @@ impl Engine {
             })
             .collect();
         for b in &self.blocks[split..] {
-            for x in maps.iter_mut().flatten() {
-                let input = std::mem::replace(x, FeatureMap::new(Vec::new(), 0, 0, 0));
-                *x = self.block(b, input, serial);
-            }
+            maps = maps
+                .into_iter()
+                .map(|map| map.map(|x| self.block(b, x, serial)))
+                .collect();
         }
         maps.into_iter()
             .map(|map| map.map(|x| self.head_pooled(x, serial)))

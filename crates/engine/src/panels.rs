@@ -52,6 +52,21 @@ impl Panels {
         self.n.div_ceil(PANEL)
     }
 
+    /// Equal consecutive ranges of panels, one per thread of the current rayon pool (fewer if there are
+    /// fewer panels): how the batch-1 paths split output channels across threads.
+    pub(crate) fn per_thread(&self) -> Vec<Range<usize>> {
+        let per_task = self.count().div_ceil(rayon::current_num_threads());
+        (0..self.count())
+            .step_by(per_task)
+            .map(|first| first..(first + per_task).min(self.count()))
+            .collect()
+    }
+
+    /// The output channels of `panels`.
+    pub(crate) fn columns(&self, panels: &Range<usize>) -> Range<usize> {
+        panels.start * PANEL..(panels.end * PANEL).min(self.n)
+    }
+
     /// The same matrix with row `i` scaled by `scale[i]` (squeeze-excite's gate folded into the weights),
     /// in a pooled buffer: hand it to [`Panels::recycle`] when done.
     pub(crate) fn scaled_rows(&self, scale: &[f32]) -> Self {
