@@ -104,7 +104,7 @@ impl InputArgs {
                 .par_iter()
                 .map(|file| {
                     let img = load_image(file, &pre, resolution)?;
-                    Ok(FeatureMap::new(img.data, img.height, img.width, 3))
+                    Ok(FeatureMap::new(&img.data, img.height, img.width, 3))
                 })
                 .collect();
             let mut images = Vec::new();

@@ -13,9 +13,9 @@ const SERIAL: Exec = Exec { parallel: false };
 
 fn map(h: usize, w: usize, c: usize) -> FeatureMap {
     FeatureMap::new(
-        (0..h * w * c)
+        &(0..h * w * c)
             .map(|i| (i % 97) as f32 / 97.0 - 0.5)
-            .collect(),
+            .collect::<Vec<f32>>(),
         h,
         w,
         c,

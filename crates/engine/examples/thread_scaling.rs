@@ -24,9 +24,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let engine = Engine::new(&plan, &random_weights(&plan, 0));
     let r = plan.resolution() as usize;
     let image = FeatureMap::new(
-        (0..r * r * 3)
+        &(0..r * r * 3)
             .map(|i| (i % 255) as f32 / 127.5 - 1.0)
-            .collect(),
+            .collect::<Vec<f32>>(),
         r,
         r,
         3,

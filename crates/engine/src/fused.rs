@@ -10,6 +10,7 @@
 //! whole map. Each expanded row is one GEMM call writing straight into its padded row (the AVX-512 GEMM
 //! kernel packs nothing per call, so even a 7-pixel row makes an efficient one).
 
+use crate::buffer::Buffer;
 use crate::kernels::{
     channel_sums, depthwise_rows, for_chunks, gemm_block, geometry_of, padded_size, total_sums,
     Exec, FeatureMap, GemmInput, Geometry, MapView, SharedOut,
@@ -63,7 +64,7 @@ pub fn expand_depthwise(
         stage.band(b * rows_per_band, rows)
     });
     let sums = total_sums(partial, if with_sums { ch } else { 0 });
-    (FeatureMap::new(out, g.out_h, g.out_w, ch), sums)
+    (FeatureMap::from_buffer(out, g.out_h, g.out_w, ch), sums)
 }
 
 /// A fused expand + depthwise stage: its operands and geometry. Split across threads either by bands of
@@ -109,12 +110,15 @@ impl Fused<'_> {
                 sums
             })
             .collect();
-        (FeatureMap::new(out, g.out_h, g.out_w, ch), sums.concat())
+        (
+            FeatureMap::from_buffer(out, g.out_h, g.out_w, ch),
+            sums.concat(),
+        )
     }
 
     /// The output channels `cols` (those of the expand `panels`) for every pixel, in a pooled buffer, and
     /// their sums if pooling.
-    fn channel_range(&self, panels: Range<usize>, cols: Range<usize>) -> (Vec<f32>, Vec<f64>) {
+    fn channel_range(&self, panels: Range<usize>, cols: Range<usize>) -> (Buffer, Vec<f64>) {
         let (x, g, c) = (self.x, self.g, cols.len());
         let [height, width] = self.padded;
         let (top, left) = (g.pad_top, g.pad_left);

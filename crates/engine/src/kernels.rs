@@ -9,6 +9,7 @@
 #[cfg(target_arch = "x86_64")]
 use crate::activation::avx512;
 use crate::activation::{apply, sigmoid};
+use crate::buffer::{aligned, Buffer};
 use crate::layers::{PreparedConv, PreparedLinear};
 use crate::panels::{self, Epilogue, Panels};
 use crate::pool;
@@ -21,7 +22,7 @@ use rayon::prelude::*;
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeatureMap {
     /// Elements in `[y][x][channel]` order.
-    pub data: Vec<f32>,
+    pub data: Buffer,
     /// Rows.
     pub height: usize,
     /// Columns.
@@ -51,8 +52,13 @@ impl FeatureMap {
         }
     }
 
-    /// A map from its data; the size must match.
-    pub fn new(data: Vec<f32>, height: usize, width: usize, channels: usize) -> Self {
+    /// A map holding an aligned copy of `data`; the size must match.
+    pub fn new(data: &[f32], height: usize, width: usize, channels: usize) -> Self {
+        Self::from_buffer(aligned(data), height, width, channels)
+    }
+
+    /// A map owning `data`; the size must match.
+    pub fn from_buffer(data: Buffer, height: usize, width: usize, channels: usize) -> Self {
         assert_eq!(data.len(), height * width * channels, "feature map size");
         Self {
             data,
@@ -202,7 +208,7 @@ pub fn conv_dense(x: &FeatureMap, c: &PreparedConv, padding: Padding, exec: Exec
         pool::give(patches);
     };
     for_chunks(&mut out, GEMM_ROWS * n, exec.parallel, block);
-    FeatureMap::new(out, g.out_h, g.out_w, n)
+    FeatureMap::from_buffer(out, g.out_h, g.out_w, n)
 }
 
 /// `a * b + c`, as one fused instruction where the compiled-for target has FMA (`fused` is a compile-time
@@ -473,7 +479,7 @@ fn zero_padded(x: &FeatureMap, c: &PreparedConv, g: Geometry) -> FeatureMap {
         dst[left..left + inner].copy_from_slice(src);
         dst[left + inner..].fill(0.0);
     }
-    FeatureMap::new(data, height, width, ch)
+    FeatureMap::from_buffer(data, height, width, ch)
 }
 
 /// A depthwise k x k convolution with bias and activation; weights `[ky][kx][channel]`.
@@ -544,7 +550,7 @@ pub(crate) fn depthwise_pooling(
         partial.into_iter().flatten(),
         if with_sums { ch } else { 0 },
     );
-    (FeatureMap::new(out, g.out_h, g.out_w, ch), sums)
+    (FeatureMap::from_buffer(out, g.out_h, g.out_w, ch), sums)
 }
 
 /// Pixels per GEMM call: whole register tiles, few enough that a block's gated copy stays in cache.
@@ -637,7 +643,7 @@ pub(crate) fn gemm_block(x: &[f32], k: usize, c: &PreparedConv, out: &mut [f32],
 }
 
 /// `rows` with every pixel's channels multiplied by `gate`, in a pooled buffer.
-fn scaled_copy(rows: &[f32], gate: &[f32]) -> Vec<f32> {
+fn scaled_copy(rows: &[f32], gate: &[f32]) -> Buffer {
     let mut scaled = pool::take(rows.len());
     scaled.copy_from_slice(rows);
     scale_rows(&mut scaled, gate);
@@ -763,7 +769,7 @@ pub fn pointwise_gated(
     if let Some(weight) = folded {
         weight.recycle();
     }
-    FeatureMap::new(out, x.height, x.width, n)
+    FeatureMap::from_buffer(out, x.height, x.width, n)
 }
 
 /// Per-channel sums over NHWC pixels of `channels` values: f32 over runs of [`SUM_RUN`] pixels (which

@@ -1,6 +1,7 @@
 //! Layer weights prepared for NHWC execution: batch norm folded into the convolution (in f64, rounded once),
 //! kernels reordered so the channel loop is innermost.
 
+use crate::buffer::{aligned, Buffer};
 use crate::panels::Panels;
 use effnet_arch::plan::Conv;
 use effnet_arch::variant::Activation;
@@ -20,7 +21,7 @@ pub struct PreparedConv {
     /// Stride.
     pub stride: usize,
     /// Weights: dense `[ky][kx][in][out]`, depthwise `[ky][kx][channel]`, 1x1 `[in][out]`.
-    pub weight: Vec<f32>,
+    pub weight: Buffer,
     /// Per-output bias (the folded BN shift, or the conv's own bias).
     pub bias: Vec<f32>,
     /// Activation after the bias.
@@ -47,7 +48,7 @@ impl PreparedConv {
             out_channels,
             kernel,
             stride,
-            weight,
+            weight: aligned(&weight),
             bias,
             activation,
             panels,

@@ -2,6 +2,7 @@
 //! TF "SAME" or symmetric padding computed per layer from the actual input size.
 
 pub mod activation;
+pub mod buffer;
 pub mod error;
 pub mod fused;
 pub mod kernels;

@@ -11,6 +11,7 @@
 #[cfg(target_arch = "x86_64")]
 use crate::activation::avx512;
 use crate::activation::sigmoid;
+use crate::buffer::{zeros, Buffer};
 use crate::kernels::matmul_strided;
 use crate::pool;
 use effnet_arch::variant::Activation;
@@ -34,7 +35,7 @@ const LANES: usize = 16;
 /// with zeros to a whole number of registers.
 #[derive(Debug, Clone)]
 pub struct Panels {
-    data: Vec<f32>,
+    data: Buffer,
     k: usize,
     n: usize,
 }
@@ -43,7 +44,7 @@ impl Panels {
     /// Packs a row-major `[k][n]` matrix.
     pub fn pack(weight: &[f32], k: usize, n: usize) -> Self {
         assert_eq!(weight.len(), k * n, "a [k][n] weight matrix");
-        let mut data = vec![0f32; n.div_ceil(PANEL) * PANEL * k];
+        let mut data = zeros(n.div_ceil(PANEL) * PANEL * k);
         for (p, panel) in data.chunks_exact_mut(PANEL * k).enumerate() {
             let cols = p * PANEL..((p + 1) * PANEL).min(n);
             for (dst, src) in panel.chunks_exact_mut(PANEL).zip(weight.chunks_exact(n)) {

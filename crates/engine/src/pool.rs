@@ -6,15 +6,16 @@
 //! back with its full size still usable, and is never zeroed again. The module is private to the crate
 //! so that the invariant can be checked by reading it.
 
+use crate::buffer::{zeros, Buffer};
 use std::cell::RefCell;
 
 thread_local! {
     /// Returned buffers, each initialised over its whole capacity.
-    static POOL: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
+    static POOL: RefCell<Vec<Buffer>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A buffer of exactly `n` elements whose contents are unspecified (old values or zeros).
-pub(crate) fn take(n: usize) -> Vec<f32> {
+pub(crate) fn take(n: usize) -> Buffer {
     let buffer = POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
         // The smallest buffer that is big enough (the latest of equals, likely still in cache), else the
@@ -38,7 +39,7 @@ pub(crate) fn take(n: usize) -> Vec<f32> {
             }
             data
         }
-        None => vec![0.0; n],
+        None => zeros(n),
     };
     // Keep the invariant: growth may have reserved more than `n`.
     let capacity = data.capacity();
@@ -52,7 +53,7 @@ pub(crate) fn take(n: usize) -> Vec<f32> {
 }
 
 /// Returns a buffer from [`take`] for later [`take`]s on this thread.
-pub(crate) fn give(data: Vec<f32>) {
+pub(crate) fn give(data: Buffer) {
     POOL.with(|pool| pool.borrow_mut().push(data));
 }
 

@@ -130,7 +130,7 @@ fn depthwise_matches_the_reference_on_odd_shapes() {
         for ch in [1, 17, 40] {
             for (k, stride) in [(3, 1), (3, 2), (5, 1), (5, 2)] {
                 for padding in [Padding::TfSame, Padding::Symmetric] {
-                    let x = FeatureMap::new(values(h * w * ch, 3), h, w, ch);
+                    let x = FeatureMap::new(&values(h * w * ch, 3), h, w, ch);
                     let c = conv(ch, ch, k, stride, true, Some(Activation::Swish), 9);
                     let want = reference(&x, &c, padding, true, None);
                     let want_mean = channel_means(&want, ch);
@@ -155,7 +155,7 @@ fn dense_matches_the_reference_on_odd_shapes() {
         for (cin, cout) in [(3, 32), (3, 17), (5, 8)] {
             for (k, stride) in [(3, 2), (3, 1), (1, 1)] {
                 for padding in [Padding::TfSame, Padding::Symmetric] {
-                    let x = FeatureMap::new(values(h * w * cin, 4), h, w, cin);
+                    let x = FeatureMap::new(&values(h * w * cin, 4), h, w, cin);
                     let c = conv(cin, cout, k, stride, false, Some(Activation::Relu6), 5);
                     let want = reference(&x, &c, padding, false, None);
                     for exec in EXECS {
@@ -179,8 +179,8 @@ fn pointwise_with_and_without_residual_matches_the_reference() {
     for (h, w) in [(1, 1), (7, 7), (20, 13)] {
         for (cin, cout) in [(17, 33), (16, 16), (40, 7), (24, 80)] {
             for activation in [None, Some(Activation::Swish), Some(Activation::Sigmoid)] {
-                let x = FeatureMap::new(values(h * w * cin, 6), h, w, cin);
-                let res = FeatureMap::new(values(h * w * cout, 8), h, w, cout);
+                let x = FeatureMap::new(&values(h * w * cin, 6), h, w, cin);
+                let res = FeatureMap::new(&values(h * w * cout, 8), h, w, cout);
                 let c = conv(cin, cout, 1, 1, false, activation, 2);
                 // Squeeze-excite's gate scales each input channel before the GEMM.
                 let gate = values(cin, 10);
@@ -190,7 +190,7 @@ fn pointwise_with_and_without_residual_matches_the_reference() {
                     .enumerate()
                     .map(|(i, v)| v * gate[i % cin])
                     .collect();
-                let gated_input = FeatureMap::new(gated_input, h, w, cin);
+                let gated_input = FeatureMap::new(&gated_input, h, w, cin);
                 for residual in [None, Some(&res)] {
                     let want = reference(&x, &c, Padding::TfSame, false, residual);
                     let want_gated = reference(&gated_input, &c, Padding::TfSame, false, residual);
@@ -225,11 +225,11 @@ fn fused_expand_depthwise_matches_the_two_reference_convolutions() {
         for (cin, mid) in [(5, 17), (8, 40), (16, 96)] {
             for (k, stride) in [(3, 1), (3, 2), (5, 1), (5, 2)] {
                 for padding in [Padding::TfSame, Padding::Symmetric] {
-                    let x = FeatureMap::new(values(h * w * cin, 21), h, w, cin);
+                    let x = FeatureMap::new(&values(h * w * cin, 21), h, w, cin);
                     let e = conv(cin, mid, 1, 1, false, Some(Activation::Swish), 22);
                     let d = conv(mid, mid, k, stride, true, Some(Activation::Swish), 23);
                     let expanded = reference(&x, &e, padding, false, None);
-                    let expanded = FeatureMap::new(expanded, h, w, mid);
+                    let expanded = FeatureMap::new(&expanded, h, w, mid);
                     let want = reference(&expanded, &d, padding, true, None);
                     let want_mean = channel_means(&want, mid);
                     for exec in EXECS {
@@ -253,7 +253,7 @@ fn fused_expand_depthwise_matches_the_two_reference_convolutions() {
 #[test]
 fn squeeze_excite_scales_each_channel_by_its_gate() {
     let (h, w, ch, rd) = (5, 3, 19, 4);
-    let x = FeatureMap::new(values(h * w * ch, 11), h, w, ch);
+    let x = FeatureMap::new(&values(h * w * ch, 11), h, w, ch);
     let reduce = conv(ch, rd, 1, 1, false, Some(Activation::Swish), 12);
     let expand = conv(rd, ch, 1, 1, false, None, 13);
     let mean: Vec<f64> = (0..ch)

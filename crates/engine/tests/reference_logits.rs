@@ -32,7 +32,7 @@ fn hash_input(res: usize) -> FeatureMap {
             data[p * 3 + c] = (2.0 * u - 1.0) as f32;
         }
     }
-    FeatureMap::new(data, res, res, 3)
+    FeatureMap::new(&data, res, res, 3)
 }
 
 /// The un-resized centre crop of an image, `(pixel - 127) / 128`, as the reference defines it.
@@ -50,7 +50,7 @@ fn centre_crop(file: &str, res: usize) -> FeatureMap {
             data.extend(px.0.iter().map(|&v| (f32::from(v) - 127.0) / 128.0));
         }
     }
-    FeatureMap::new(data, res, res, 3)
+    FeatureMap::new(&data, res, res, 3)
 }
 
 fn top5(logits: &[f32]) -> Vec<usize> {
@@ -148,7 +148,7 @@ fn a_batch_of_images_matches_the_references_image_by_image() {
         compare(name, &format!("{name} (in a batch of 4)"), &logits.unwrap());
     }
     // An odd batch with a bad image in it: that image alone fails, the others keep their places.
-    let bad = FeatureMap::new(vec![0.0; 8 * 8 * 2], 8, 8, 2);
+    let bad = FeatureMap::new(&[0.0; 8 * 8 * 2], 8, 8, 2);
     let odd = [inputs[1].clone(), bad, inputs[3].clone()];
     let batch = engine.logits_batch(&odd);
     assert_eq!(batch.len(), 3);

@@ -61,7 +61,7 @@ pub fn evaluate(
         for (sample, result) in chunk.iter().zip(decoded) {
             match result {
                 Ok(img) => {
-                    maps.push(FeatureMap::new(img.data, img.height, img.width, 3));
+                    maps.push(FeatureMap::new(&img.data, img.height, img.width, 3));
                     labels.push(sample.label);
                 }
                 Err(e) => skipped.push((sample.path.clone(), e.to_string())),

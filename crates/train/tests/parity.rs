@@ -40,7 +40,7 @@ fn compare(engine: &Engine, model: &EfficientNet, res: usize) {
     let images: Vec<Vec<f32>> = (0..2).map(|s| input(res, s * 977)).collect();
     let ours = burn_logits(model, &images, res);
     for (img, burn) in images.iter().zip(&ours) {
-        let fm = FeatureMap::new(img.clone(), res, res, 3);
+        let fm = FeatureMap::new(img, res, res, 3);
         let engine_logits = engine.logits(&fm).unwrap();
         let spread = engine_logits.iter().fold(0f32, |m, v| m.max(v.abs()));
         assert!(

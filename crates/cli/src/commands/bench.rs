@@ -100,9 +100,9 @@ pub fn run(args: &BenchArgs, json: bool) -> Result<()> {
     let engine = Engine::new(&plan, &random_weights(&plan, 0));
     let r = config.resolution as usize;
     let image = FeatureMap::new(
-        (0..r * r * 3)
+        &(0..r * r * 3)
             .map(|i| ((i % 255) as f32 / 127.5) - 1.0)
-            .collect(),
+            .collect::<Vec<f32>>(),
         r,
         r,
         3,
