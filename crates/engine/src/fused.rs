@@ -7,16 +7,16 @@
 //! buffer (keeping the overlap rows from the previous tile) and convolving them while they are in cache.
 //! The per-channel sums for squeeze-excite are taken in the same pass. The buffered rows carry the zero
 //! padding, so every depthwise block takes the check-free interior path without a padded copy of the
-//! whole map. Each expanded row is one GEMM call writing straight into its padded row (the AVX-512 GEMM
-//! kernel packs nothing per call, so even a 7-pixel row makes an efficient one).
+//! whole map. The image rows a step needs are one GEMM call writing straight into their padded rows; its
+//! register tiles run on across line ends, so even a 7-pixel-wide map gets full tiles.
 
 use crate::buffer::Buffer;
 use crate::kernels::{
-    channel_sums, depthwise_rows, for_chunks, gemm_block, geometry_of, padded_size, total_sums,
-    Exec, FeatureMap, GemmInput, Geometry, MapView, SharedOut,
+    channel_sums, depthwise_rows, for_chunks, geometry_of, padded_size, total_sums, Exec,
+    FeatureMap, Geometry, MapView, SharedOut,
 };
 use crate::layers::PreparedConv;
-use crate::panels::{self, Dest, Epilogue};
+use crate::panels::{self, gemm_lines, Dest, Epilogue};
 use crate::pool;
 use effnet_arch::Padding;
 use rayon::prelude::*;
@@ -125,31 +125,23 @@ impl Fused<'_> {
         // This range's channels of the zero-padded expanded map: borders zeroed, image rows expanded in.
         let mut expanded = pool::take(height * width * c);
         let row = width * c;
-        expanded[..top * row].fill(0.0);
-        expanded[(top + x.height) * row..].fill(0.0);
-        let epilogue = Epilogue {
-            bias: &self.expand.bias,
-            activation: self.expand.activation,
-            residual: None,
+        zero_borders(
+            &mut expanded,
+            [top, top + x.height],
+            [left * c, (left + x.width) * c],
+            row,
+        );
+        let dest = Dest {
+            lines: Some((x.width, row)),
+            ..Dest::rows(
+                expanded[(top * width + left) * c..].as_mut_ptr(),
+                c,
+                cols.start,
+            )
         };
-        for (i, padded_row) in expanded[top * row..(top + x.height) * row]
-            .chunks_exact_mut(row)
-            .enumerate()
-        {
-            let (margin, rest) = padded_row.split_at_mut(left * c);
-            let (inner, right) = rest.split_at_mut(x.width * c);
-            margin.fill(0.0);
-            right.fill(0.0);
-            let dest = Dest {
-                ptr: inner.as_mut_ptr(),
-                row_len: c,
-                first_col: cols.start,
-            };
-            let src = &x.data[i * x.width * x.channels..(i + 1) * x.width * x.channels];
-            // SAFETY: `inner` holds this row's `x.width` pixels of exactly the channels `cols`, which
-            // are the columns of `panels`, and is exclusively borrowed.
-            unsafe { panels::gemm(src, self.expand.panels(), epilogue, dest, panels.clone()) };
-        }
+        // SAFETY: padded row `top + i` holds, from its left margin on, image row `i`'s `x.width` pixels of
+        // exactly the channels `cols` (the columns of `panels`), and `expanded` is exclusively borrowed.
+        unsafe { panels::gemm(&x.data, self.expand.panels(), self.epilogue(), dest, panels) };
         // The depthwise convolution restricted to these channels.
         let taps = self.depthwise.kernel * self.depthwise.kernel;
         let ch = self.depthwise.out_channels;
@@ -186,6 +178,18 @@ impl Fused<'_> {
     }
 }
 
+/// Zeroes what the image rows do not cover in `rows` of `row` floats: the rows outside `image` (a range of
+/// row indices) and, in the image rows, everything outside `inner` (a range of floats within a row).
+fn zero_borders(rows: &mut [f32], image: [usize; 2], inner: [usize; 2], row: usize) {
+    let [first, end] = image;
+    rows[..first * row].fill(0.0);
+    rows[end * row..].fill(0.0);
+    for line in rows[first * row..end * row].chunks_exact_mut(row) {
+        line[..inner[0]].fill(0.0);
+        line[inner[1]..].fill(0.0);
+    }
+}
+
 impl Fused<'_> {
     /// The padded-map rows `[first, end)` that output rows `[o0, o1)` read.
     fn input_rows(&self, o0: usize, o1: usize) -> (usize, usize) {
@@ -195,25 +199,44 @@ impl Fused<'_> {
         (first, end.max(first))
     }
 
-    /// Writes the expanded, zero-padded rows `[first, end)` of the padded map into `dst`.
+    /// The expand convolution's bias and activation.
+    fn epilogue(&self) -> Epilogue<'_> {
+        Epilogue {
+            bias: &self.expand.bias,
+            activation: self.expand.activation,
+            residual: None,
+        }
+    }
+
+    /// Writes the expanded, zero-padded rows `[first, end)` of the padded map into `dst`: the image rows
+    /// among them in one GEMM call.
     fn expand_rows(&self, first: usize, end: usize, dst: &mut [f32]) {
         let (x, ch) = (self.x, self.depthwise.out_channels);
         let (width, cin) = (x.width, x.channels);
+        let row = self.padded[1] * ch;
         // Padded rows `top..top + height` hold the image; the rest, and each row's margins, are zero.
         let (top, left) = (self.g.pad_top, self.g.pad_left);
-        let image = first.clamp(top, top + x.height) - top..end.clamp(top, top + x.height) - top;
-        for (r, row) in (first..end).zip(dst.chunks_exact_mut(self.padded[1] * ch)) {
-            let Some(i) = r.checked_sub(top).filter(|i| image.contains(i)) else {
-                row.fill(0.0);
-                continue;
-            };
-            let (margin, rest) = row.split_at_mut(left * ch);
-            let (inner, right) = rest.split_at_mut(width * ch);
-            margin.fill(0.0);
-            right.fill(0.0);
-            let src = &x.data[i * width * cin..(i + 1) * width * cin];
-            gemm_block(src, cin, self.expand, inner, GemmInput::default());
+        let lo = first.max(top).min(end);
+        let image = lo..end.min(top + x.height).max(lo);
+        let dst = &mut dst[..(end - first) * row];
+        zero_borders(
+            dst,
+            [image.start - first, image.end - first],
+            [left * ch, (left + width) * ch],
+            row,
+        );
+        if image.is_empty() {
+            return;
         }
+        let src = &x.data[(image.start - top) * width * cin..(image.end - top) * width * cin];
+        let out = &mut dst[(image.start - first) * row + left * ch..];
+        gemm_lines(
+            src,
+            self.expand.panels(),
+            self.epilogue(),
+            (width, row),
+            out,
+        );
     }
 
     /// Computes the band of output rows `first..` into `out`; returns their per-channel sums if pooling.

@@ -693,11 +693,7 @@ fn gemm_columns(x: &[f32], k: usize, c: &PreparedConv, out: &mut [f32], input: G
     };
     let dst = SharedOut(out.as_mut_ptr());
     weights.per_thread().into_par_iter().for_each(|panels| {
-        let dest = panels::Dest {
-            ptr: dst.ptr(),
-            row_len: n,
-            first_col: 0,
-        };
+        let dest = panels::Dest::rows(dst.ptr(), n, 0);
         // SAFETY: `out` holds the `m x n` outputs (asserted sizes), and each task writes only the columns
         // of its own panels.
         unsafe { panels::gemm(x, weights, epilogue, dest, panels) };

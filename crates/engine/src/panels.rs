@@ -115,21 +115,73 @@ pub(crate) fn gemm_rows(x: &[f32], w: &Panels, epilogue: Epilogue, out: &mut [f3
     let m = x.len() / w.k.max(1);
     assert!(x.len() == m * w.k && out.len() == m * w.n && epilogue.bias.len() == w.n);
     assert!(epilogue.residual.is_none_or(|r| r.len() == out.len()));
-    let dest = Dest {
-        ptr: out.as_mut_ptr(),
-        row_len: w.n,
-        first_col: 0,
-    };
+    let dest = Dest::rows(out.as_mut_ptr(), w.n, 0);
     // SAFETY: `out` is exclusively borrowed and holds the `m x n` outputs (asserted above).
     unsafe { gemm(x, w, epilogue, dest, 0..w.count()) }
 }
 
-/// Where [`gemm`] writes: column `c` of product row `r` goes to `ptr + r * row_len + c - first_col`.
+/// [`gemm_rows`] for pixel rows `x` that are whole lines of `width` pixels of an image, written into the
+/// lines of a wider (padded) map: line `i`'s outputs start at `out[i * line_stride]`, and what lies
+/// between them is left alone. One call covers many lines, so its register tiles are full even on a
+/// 7-pixel-wide map.
+pub(crate) fn gemm_lines(
+    x: &[f32],
+    w: &Panels,
+    epilogue: Epilogue,
+    (width, line_stride): (usize, usize),
+    out: &mut [f32],
+) {
+    let m = x.len() / w.k.max(1);
+    assert!(x.len() == m * w.k && width > 0 && m % width == 0 && epilogue.residual.is_none());
+    assert!(width * w.n <= line_stride && epilogue.bias.len() == w.n);
+    assert!(m == 0 || (m / width - 1) * line_stride + width * w.n <= out.len());
+    let dest = Dest {
+        lines: Some((width, line_stride)),
+        ..Dest::rows(out.as_mut_ptr(), w.n, 0)
+    };
+    // SAFETY: `out` is exclusively borrowed and holds every line's `width x n` outputs (asserted above).
+    unsafe { gemm(x, w, epilogue, dest, 0..w.count()) }
+}
+
+/// Where [`gemm`] writes: column `c` of product row `r` goes to `row(r) + c - first_col`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Dest {
+    /// Where row 0 goes.
     pub ptr: *mut f32,
+    /// Floats from one row to the next.
     pub row_len: usize,
+    /// The first column written (at `row(r)` itself).
     pub first_col: usize,
+    /// Rows per line and floats from one line to the next, when the rows are lines of an image stored
+    /// in a wider buffer (see [`gemm_lines`]); `None` when rows follow each other.
+    pub lines: Option<(usize, usize)>,
+}
+
+impl Dest {
+    /// Consecutive rows `row_len` floats apart, starting at column `first_col`.
+    pub(crate) fn rows(ptr: *mut f32, row_len: usize, first_col: usize) -> Self {
+        Self {
+            ptr,
+            row_len,
+            first_col,
+            lines: None,
+        }
+    }
+
+    /// The rows from `first` that lie in one line: how many of them (at most `m - first`), and where the
+    /// first of them goes.
+    ///
+    /// # Safety
+    /// Row `first` must be inside the destination (the contract of [`gemm`]).
+    unsafe fn run(&self, first: usize, m: usize) -> (usize, *mut f32) {
+        let (per_line, line_stride) = self.lines.unwrap_or((m.max(1), 0));
+        let (line, at) = (first / per_line, first % per_line);
+        let offset = line * line_stride + at * self.row_len;
+        // SAFETY: the caller's contract.
+        ((per_line - at).min(m - first), unsafe {
+            self.ptr.add(offset)
+        })
+    }
 }
 
 /// [`gemm_rows`] restricted to the columns of `panels`, writing through a pointer: parallel calls can fill
@@ -169,30 +221,39 @@ unsafe fn gemm_portable(
 ) {
     let (k, n) = (w.k, w.n);
     let m = x.len() / k.max(1);
-    for p in panels {
-        let cols = p * PANEL..((p + 1) * PANEL).min(n);
-        // SAFETY: the panel holds `k x PANEL` floats; the destination columns are ours (caller's contract).
-        unsafe {
-            let out = dest.ptr.add(cols.start - dest.first_col);
-            matmul_strided(
-                x,
-                k,
-                (w.data[p * PANEL * k..].as_ptr(), PANEL),
-                (out, dest.row_len),
-                cols.len(),
-                gemm::Parallelism::None,
-            );
-            for r in 0..m {
-                let row = std::slice::from_raw_parts_mut(out.add(r * dest.row_len), cols.len());
-                let residual = epilogue.residual.map(|res| &res[r * n..][cols.clone()]);
-                bias_activation_rows(
-                    row,
-                    &epilogue.bias[cols.clone()],
-                    epilogue.activation,
-                    residual,
+    let mut first = 0;
+    while first < m {
+        // SAFETY: row `first` is inside the destination (caller's contract).
+        let (rows, start) = unsafe { dest.run(first, m) };
+        for p in panels.clone() {
+            let cols = p * PANEL..((p + 1) * PANEL).min(n);
+            // SAFETY: the panel holds `k x PANEL` floats; the destination columns of these rows are ours
+            // (caller's contract).
+            unsafe {
+                let out = start.add(cols.start - dest.first_col);
+                matmul_strided(
+                    &x[first * k..(first + rows) * k],
+                    k,
+                    (w.data[p * PANEL * k..].as_ptr(), PANEL),
+                    (out, dest.row_len),
+                    cols.len(),
+                    gemm::Parallelism::None,
                 );
+                for r in 0..rows {
+                    let row = std::slice::from_raw_parts_mut(out.add(r * dest.row_len), cols.len());
+                    let residual = epilogue
+                        .residual
+                        .map(|res| &res[(first + r) * n..][cols.clone()]);
+                    bias_activation_rows(
+                        row,
+                        &epilogue.bias[cols.clone()],
+                        epilogue.activation,
+                        residual,
+                    );
+                }
             }
         }
+        first += rows;
     }
 }
 
@@ -248,6 +309,12 @@ unsafe fn gemm_avx512(x: &[f32], w: &Panels, epilogue: Epilogue, dest: Dest, pan
     let mut first = 0;
     for t in 0..tiles {
         let rows = m / tiles + usize::from(t < m % tiles);
+        // Where each of the tile's rows goes (rows may cross into the next line of the destination).
+        let mut starts = [std::ptr::null_mut(); TILE];
+        for (r, start) in starts.iter_mut().enumerate().take(rows) {
+            // SAFETY: row `first + r` is inside the destination (caller's contract).
+            *start = unsafe { dest.run(first + r, m).1 };
+        }
         for p in panels.clone() {
             let c0 = p * PANEL;
             // SAFETY: the offsets address the tile's rows and columns inside the operands and the
@@ -258,8 +325,7 @@ unsafe fn gemm_avx512(x: &[f32], w: &Panels, epilogue: Epilogue, dest: Dest, pan
                     k,
                     w: w.data.as_ptr().add(p * PANEL * k),
                     bias: epilogue.bias.as_ptr().add(c0),
-                    out: dest.ptr.add(first * dest.row_len + c0 - dest.first_col),
-                    out_row: dest.row_len,
+                    out: starts.map(|start| start.wrapping_add(c0 - dest.first_col)),
                     residual: epilogue.residual.map(|r| r.as_ptr().add(first * n + c0)),
                     residual_row: n,
                     cols: PANEL.min(n - c0),
@@ -310,9 +376,9 @@ struct Tile {
     w: *const f32,
     /// The panel's bias.
     bias: *const f32,
-    /// Output rows, `out_row` floats apart.
-    out: *mut f32,
-    out_row: usize,
+    /// Each output row's first column of the panel (only the first `R` of a tile of `R` pixels are
+    /// used).
+    out: [*mut f32; TILE],
     /// Residual rows, `residual_row` floats apart.
     residual: Option<*const f32>,
     residual_row: usize,
@@ -361,7 +427,7 @@ unsafe fn tile<const R: usize, const V: usize>(at: Tile, activation: Option<Acti
                     let r = residual.add(p * at.residual_row + v * LANES);
                     y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(masks[v], r));
                 }
-                _mm512_mask_storeu_ps(at.out.add(p * at.out_row + v * LANES), masks[v], y);
+                _mm512_mask_storeu_ps(at.out[p].add(v * LANES), masks[v], y);
             }
         }
     }
@@ -397,6 +463,65 @@ mod tests {
         out
     }
 
+    type Path = unsafe fn(&[f32], &Panels, Epilogue, Dest, Range<usize>);
+
+    /// The portable path and, where the CPU has it, the AVX-512 one.
+    fn paths() -> Vec<(&'static str, Path)> {
+        let mut paths: Vec<(&str, Path)> = vec![("portable", gemm_portable)];
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx512f") {
+            paths.push(("avx512", |x, w, e, d, p| {
+                // SAFETY: AVX-512F was detected; the rest is forwarded.
+                unsafe { gemm_avx512(x, w, e, d, p) }
+            }));
+        }
+        paths
+    }
+
+    /// Rows that are lines of a narrow image, written into the lines of a wider buffer (as the fused
+    /// stage expands into its zero-padded rows): register tiles cross line ends, and nothing between the
+    /// lines is touched.
+    #[test]
+    fn rows_fill_the_lines_of_a_wider_map_and_nothing_else() {
+        let (width, lines, k, n) = (5, 3, 9, 40);
+        let (gap, m) = (3 * n, width * lines);
+        let (x, w, bias) = (values(m * k, 5), values(k * n, 6), values(n, 7));
+        let panels = Panels::pack(&w, k, n);
+        let e = Epilogue {
+            bias: &bias,
+            activation: Some(Activation::Swish),
+            residual: None,
+        };
+        let want = reference(&x, &w, (k, n), e);
+        let line_stride = width * n + gap;
+        for (path, run) in paths() {
+            let mut out = vec![7.5f32; lines * line_stride];
+            let dest = Dest {
+                lines: Some((width, line_stride)),
+                ..Dest::rows(out.as_mut_ptr(), n, 0)
+            };
+            // SAFETY: each line's `width x n` outputs lie inside `out`.
+            unsafe { run(&x, &panels, e, dest, 0..panels.count()) };
+            for (line, (got, want)) in out
+                .chunks_exact(line_stride)
+                .zip(want.chunks_exact(width * n))
+                .enumerate()
+            {
+                let (image, between) = got.split_at(width * n);
+                for (g, w) in image.iter().zip(want) {
+                    assert!(
+                        (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                        "{path} line {line}: {g} vs {w}"
+                    );
+                }
+                assert!(
+                    between.iter().all(|&v| v == 7.5),
+                    "{path} wrote between lines"
+                );
+            }
+        }
+    }
+
     /// Both paths (the portable one and, where the CPU has it, AVX-512) against the reference: short
     /// tiles, one-register and partial panels, residual and activation, and column ranges written by
     /// separate calls.
@@ -424,26 +549,13 @@ mod tests {
                         residual,
                     };
                     let want = reference(&x, &w, (k, n), e);
-                    type Path = unsafe fn(&[f32], &Panels, Epilogue, Dest, Range<usize>);
-                    let mut paths: Vec<(&str, Path)> = vec![("portable", gemm_portable)];
-                    #[cfg(target_arch = "x86_64")]
-                    if is_x86_feature_detected!("avx512f") {
-                        paths.push(("avx512", |x, w, e, d, p| {
-                            // SAFETY: AVX-512F was detected; the rest is forwarded.
-                            unsafe { gemm_avx512(x, w, e, d, p) }
-                        }));
-                    }
                     let split = panels.count() / 2;
                     let mut results = Vec::new();
-                    for (path, run) in paths {
+                    for (path, run) in paths() {
                         // Two calls on disjoint panel ranges of one output, as the parallel column split
                         // makes them.
                         let mut out = vec![0f32; m * n];
-                        let dest = Dest {
-                            ptr: out.as_mut_ptr(),
-                            row_len: n,
-                            first_col: 0,
-                        };
+                        let dest = Dest::rows(out.as_mut_ptr(), n, 0);
                         // SAFETY: `out` holds `m x n` floats and each call writes only its own panels.
                         unsafe {
                             run(&x, &panels, e, dest, 0..split);
@@ -453,11 +565,7 @@ mod tests {
                         // The second range alone, into a buffer of just its columns.
                         let cols = (split * PANEL).min(n)..n;
                         let mut own = vec![0f32; m * cols.len()];
-                        let dest = Dest {
-                            ptr: own.as_mut_ptr(),
-                            row_len: cols.len(),
-                            first_col: cols.start,
-                        };
+                        let dest = Dest::rows(own.as_mut_ptr(), cols.len(), cols.start);
                         // SAFETY: `own` holds `m` rows of exactly these columns.
                         unsafe { run(&x, &panels, e, dest, split..panels.count()) };
                         results.push((path, own, cols));
