@@ -132,7 +132,9 @@ pub(crate) fn gemm_lines(
     out: &mut [f32],
 ) {
     let m = x.len() / w.k.max(1);
-    assert!(x.len() == m * w.k && width > 0 && m % width == 0 && epilogue.residual.is_none());
+    assert!(
+        x.len() == m * w.k && width > 0 && m.is_multiple_of(width) && epilogue.residual.is_none()
+    );
     assert!(width * w.n <= line_stride && epilogue.bias.len() == w.n);
     assert!(m == 0 || (m / width - 1) * line_stride + width * w.n <= out.len());
     let dest = Dest {
