@@ -111,6 +111,28 @@ pub mod avx512 {
         _mm512_fmadd_ps(_mm512_fnmadd_ps(d, r, one), r, r)
     }
 
+    /// `x * sigmoid(x)` per lane.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub fn swish(x: __m512) -> __m512 {
+        let x = at_least_minus_limit(x);
+        _mm512_mul_ps(x, sigmoid_from(x))
+    }
+
+    /// `min(max(x, 0), 6)` per lane, NaN kept.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub fn relu6(x: __m512) -> __m512 {
+        // Constants first: `max` and `min` return their second operand when either is NaN.
+        _mm512_min_ps(_mm512_set1_ps(6.0), _mm512_max_ps(_mm512_setzero_ps(), x))
+    }
+
     /// `activation(x)` per lane.
     ///
     /// # Safety
@@ -120,14 +142,8 @@ pub mod avx512 {
     pub fn apply(activation: Option<Activation>, x: __m512) -> __m512 {
         match activation {
             None => x,
-            Some(Activation::Swish) => {
-                let x = at_least_minus_limit(x);
-                _mm512_mul_ps(x, sigmoid_from(x))
-            }
-            Some(Activation::Relu6) => {
-                // Constants first: `max` and `min` return their second operand when either is NaN.
-                _mm512_min_ps(_mm512_set1_ps(6.0), _mm512_max_ps(_mm512_setzero_ps(), x))
-            }
+            Some(Activation::Swish) => swish(x),
+            Some(Activation::Relu6) => relu6(x),
             Some(Activation::Sigmoid) => sigmoid(x),
         }
     }

@@ -400,7 +400,14 @@ unsafe fn tile<const R: usize, const V: usize>(at: Tile, activation: Option<Acti
     let k = at.k;
     // SAFETY (all loads and stores): bounds as stated in the contract; lanes past `at.cols` are masked off.
     unsafe {
-        let mut acc = [[_mm512_setzero_ps(); V]; R];
+        let masks: [u16; V] = std::array::from_fn(|v| {
+            let lanes = at.cols.saturating_sub(v * LANES).min(LANES);
+            ((1u32 << lanes) - 1) as u16
+        });
+        // The accumulators start from the bias, which saves an add per register in the epilogue.
+        let bias: [__m512; V] =
+            std::array::from_fn(|v| _mm512_maskz_loadu_ps(masks[v], at.bias.add(v * LANES)));
+        let mut acc = [bias; R];
         for i in 0..k {
             // A prefetch never faults, so one past the last panel is harmless; the address is only formed
             // (with `wrapping_add`), never read.
@@ -416,15 +423,36 @@ unsafe fn tile<const R: usize, const V: usize>(at: Tile, activation: Option<Acti
                 }
             }
         }
-        let masks: [u16; V] = std::array::from_fn(|v| {
-            let lanes = at.cols.saturating_sub(v * LANES).min(LANES);
-            ((1u32 << lanes) - 1) as u16
-        });
-        let bias: [__m512; V] =
-            std::array::from_fn(|v| _mm512_maskz_loadu_ps(masks[v], at.bias.add(v * LANES)));
+        // One store loop per activation, so no register's epilogue branches on it.
+        match activation {
+            None => store(&acc, at, masks, |y| y),
+            Some(Activation::Swish) => store(&acc, at, masks, |y| avx512::swish(y)),
+            Some(Activation::Relu6) => store(&acc, at, masks, |y| avx512::relu6(y)),
+            Some(Activation::Sigmoid) => store(&acc, at, masks, |y| avx512::sigmoid(y)),
+        }
+    }
+}
+
+/// Stores a tile's accumulators after `activation` (and the residual, if any), under the panel's column
+/// masks.
+///
+/// # Safety
+/// As [`tile`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn store<const R: usize, const V: usize>(
+    acc: &[[std::arch::x86_64::__m512; V]; R],
+    at: Tile,
+    masks: [u16; V],
+    activation: impl Fn(std::arch::x86_64::__m512) -> std::arch::x86_64::__m512,
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: bounds as stated in the contract of `tile`; lanes past `at.cols` are masked off.
+    unsafe {
         for (p, acc) in acc.iter().enumerate() {
             for v in 0..V {
-                let mut y = avx512::apply(activation, _mm512_add_ps(acc[v], bias[v]));
+                let mut y = activation(acc[v]);
                 if let Some(residual) = at.residual {
                     let r = residual.add(p * at.residual_row + v * LANES);
                     y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(masks[v], r));
