@@ -13,6 +13,7 @@ use effnet_arch::{NetworkConfig, Padding, Plan};
 use effnet_weights::{LoadedWeights, Tensor};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 struct PreparedBlock {
     expand: Option<PreparedConv>,
@@ -226,10 +227,12 @@ impl Engine {
             groups.into_iter().flatten().collect()
         } else {
             let exec = Exec { parallel: true };
-            images
-                .iter()
-                .map(|image| self.features_with(image, exec))
-                .collect()
+            with_a_worker_awake(|| {
+                images
+                    .iter()
+                    .map(|image| self.features_with(image, exec))
+                    .collect()
+            })
         }
     }
 
@@ -243,4 +246,34 @@ impl Engine {
             .map(|f| f.map(|_| logits.next().expect("one row per image")))
             .collect()
     }
+}
+
+/// Runs `f` on the current rayon pool with one other worker kept spinning, taking the pool's jobs as they
+/// appear, until `f` returns. An image split across threads is some forty short parallel regions with
+/// serial steps between them; an idle worker falls asleep in those gaps and takes a futex wake-up, slow in
+/// a virtual machine, to join the next region (about 110 context switches per B0 image on 2 threads). This
+/// made batch 1 on 2 threads about 5% faster.
+///
+/// It cannot deadlock: the spinner is the oldest job in this thread's deque when `f` starts, so the first
+/// thief takes it before any job of `f`, and no worker can be inside a job of `f` underneath it (a job that
+/// `f` would wait on while the spinner waits for `f`). If this thread pops it back itself, it returns.
+fn with_a_worker_awake<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    let done = &AtomicBool::new(false);
+    rayon::scope(|s| {
+        // The worker running `f` (the scope body runs on one, even when called from outside the pool).
+        let caller = rayon::current_thread_index();
+        s.spawn(move |_| {
+            if rayon::current_thread_index() == caller {
+                return;
+            }
+            while !done.load(Ordering::Acquire) {
+                if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                    std::hint::spin_loop();
+                }
+            }
+        });
+        let result = f();
+        done.store(true, Ordering::Release);
+        result
+    })
 }

@@ -62,17 +62,30 @@ fn top5(logits: &[f32]) -> Vec<usize> {
 
 fn check(name: &str, engine: &Engine, input: &FeatureMap) {
     compare(name, name, &engine.logits(input).unwrap());
-    // One image on two threads takes the intra-image parallel path.
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build()
-        .unwrap();
-    let split = pool
-        .install(|| engine.logits_batch(std::slice::from_ref(input)))
+    // One image on two or three threads takes the intra-image parallel path.
+    for threads in [2, 3] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let split = pool
+            .install(|| engine.logits_batch(std::slice::from_ref(input)))
+            .pop()
+            .unwrap()
+            .unwrap();
+        compare(
+            name,
+            &format!("{name} (split across {threads} threads)"),
+            &split,
+        );
+    }
+    // Called from outside any pool: the global one (split too, where the machine has several cores).
+    let global = engine
+        .logits_batch(std::slice::from_ref(input))
         .pop()
         .unwrap()
         .unwrap();
-    compare(name, &format!("{name} (split across threads)"), &split);
+    compare(name, &format!("{name} (global pool)"), &global);
 }
 
 fn compare(case_name: &str, label: &str, got: &[f32]) {
