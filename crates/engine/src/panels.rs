@@ -145,14 +145,16 @@ pub(crate) fn gemm_lines(
     unsafe { gemm(x, w, epilogue, dest, 0..w.count()) }
 }
 
-/// Where [`gemm`] writes: column `c` of product row `r` goes to `row(r) + c - first_col`.
+/// Where [`gemm`] writes: column `c` of product row `r` goes to `start(r) + c - first_col`, where `start(r)`
+/// is `ptr + r * row_len`, or, with `lines = Some((per_line, stride))`,
+/// `ptr + (r / per_line) * stride + (r % per_line) * row_len`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Dest {
     /// Where row 0 goes.
     pub ptr: *mut f32,
     /// Floats from one row to the next.
     pub row_len: usize,
-    /// The first column written (at `row(r)` itself).
+    /// The first column written (at `start(r)` itself).
     pub first_col: usize,
     /// Rows per line and floats from one line to the next, when the rows are lines of an image stored
     /// in a wider buffer (see [`gemm_lines`]); `None` when rows follow each other.
@@ -190,8 +192,8 @@ impl Dest {
 /// disjoint column ranges of one output, or each its own buffer of just its columns.
 ///
 /// # Safety
-/// `dest` must address, for each of the `x.len() / w.k` rows, the columns of `panels` (from `first_col`,
-/// the first of them, on), and nothing else may access those elements during the call. `panels` must lie
+/// `dest` must address, for each of the `x.len() / w.k` rows (placed as [`Dest`] says), the columns of
+/// `panels` (from `first_col`, the first of them, on), and nothing else may access those elements during the call. `panels` must lie
 /// within `0..w.count()`, `epilogue.bias` must hold `w.n` values and a residual `x.len() / w.k` rows of
 /// `w.n`.
 pub(crate) unsafe fn gemm(
