@@ -50,6 +50,7 @@ pub fn apply(activation: Option<Activation>, values: &mut [f32]) {
 /// swish-heavy pass). 17 instructions for 16 sigmoids, swish included.
 #[cfg(target_arch = "x86_64")]
 pub mod avx512 {
+    use super::ROUND;
     use effnet_arch::variant::Activation;
     use std::arch::x86_64::*;
 
@@ -64,8 +65,6 @@ pub mod avx512 {
     ];
     /// Beyond this magnitude f32's sigmoid is 0 (a subnormal below -87.3) or 1, and `e^-x` stays finite.
     const LIMIT: f32 = 88.0;
-    /// Adding and subtracting 1.5 * 2^23 rounds an f32 of magnitude below 2^22 to the nearest integer.
-    const ROUND: f32 = 12_582_912.0;
 
     /// `1 / (1 + e^-x)` per lane.
     ///

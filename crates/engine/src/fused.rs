@@ -142,32 +142,20 @@ impl Fused<'_> {
         // SAFETY: padded row `top + i` holds, from its left margin on, image row `i`'s `x.width` pixels of
         // exactly the channels `cols` (the columns of `panels`), and `expanded` is exclusively borrowed.
         unsafe { panels::gemm(&x.data, self.expand.panels(), self.epilogue(), dest, panels) };
-        // The depthwise convolution restricted to these channels.
-        let taps = self.depthwise.kernel * self.depthwise.kernel;
-        let ch = self.depthwise.out_channels;
-        let weight = (0..taps)
-            .flat_map(|t| &self.depthwise.weight[t * ch..][cols.clone()])
-            .copied()
-            .collect();
-        let sub = PreparedConv::new(
-            (c, c),
-            (self.depthwise.kernel, self.depthwise.stride),
-            weight,
-            self.depthwise.bias[cols.clone()].to_vec(),
-            self.depthwise.activation,
-        );
+        // The depthwise convolution on these channels (the view says which of its weights they take).
         let mut out = pool::take(g.out_h * g.out_w * c);
         let view = MapView {
             data: &expanded,
             height,
             width,
+            channels: cols,
         };
         let inner = Geometry {
             pad_top: 0,
             pad_left: 0,
             ..g
         };
-        depthwise_rows(&view, &sub, inner, 0, &mut out);
+        depthwise_rows(&view, self.depthwise, inner, 0, &mut out);
         pool::give(expanded);
         let sums = if self.with_sums {
             channel_sums(&out, c)
@@ -271,6 +259,7 @@ impl Fused<'_> {
                 data: &buffer[..(b - a) * expanded_row],
                 height: b - a,
                 width,
+                channels: 0..ch,
             };
             // Row `a` of the padded map is row 0 of the view; no padding is left to apply.
             let g = Geometry {

@@ -17,6 +17,7 @@ use effnet_arch::variant::Activation;
 use effnet_arch::Padding;
 use multiversion::multiversion;
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// An NHWC feature map of one image.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,15 +32,18 @@ pub struct FeatureMap {
     pub channels: usize,
 }
 
-/// The rows of a map a depthwise kernel reads (all of a [`FeatureMap`], or a band of expanded rows).
-#[derive(Debug, Clone, Copy)]
+/// The rows of a map a depthwise kernel reads (all of a [`FeatureMap`], or a band of expanded rows), and
+/// which of the convolution's channels they hold: a thread's range of them, or all.
+#[derive(Debug, Clone)]
 pub(crate) struct MapView<'a> {
-    /// Elements in `[y][x][channel]` order.
+    /// Elements in `[y][x][channel]` order, `channels.len()` per pixel.
     pub data: &'a [f32],
     /// Rows.
     pub height: usize,
     /// Columns.
     pub width: usize,
+    /// The convolution's channels (its weight and bias entries) that each pixel's values are.
+    pub channels: Range<usize>,
 }
 
 impl FeatureMap {
@@ -49,6 +53,7 @@ impl FeatureMap {
             data: &self.data,
             height: self.height,
             width: self.width,
+            channels: 0..self.channels,
         }
     }
 
@@ -242,10 +247,11 @@ fn depthwise_block<const W: usize>(
     out: &mut [f32],
     fused: bool,
 ) {
-    let (ch, k, s) = (c.out_channels, c.kernel, c.stride);
+    let (ch, taps, k, s) = (x.channels.len(), c.out_channels, c.kernel, c.stride);
+    let (weight, bias) = (&c.weight[x.channels.start..], &c.bias[x.channels.start..]);
     let mut acc = [[0f32; W]; PIXELS];
     for a in acc.iter_mut() {
-        a.copy_from_slice(&c.bias[c0..c0 + W]);
+        a.copy_from_slice(&bias[c0..c0 + W]);
     }
     for ky in 0..k {
         let Some(iy) = source(oy, s, ky, g.pad_top, x.height) else {
@@ -253,7 +259,7 @@ fn depthwise_block<const W: usize>(
         };
         let row = &x.data[iy * x.width * ch..(iy + 1) * x.width * ch];
         for kx in 0..k {
-            let w: &[f32; W] = c.weight[(ky * k + kx) * ch + c0..][..W]
+            let w: &[f32; W] = weight[(ky * k + kx) * taps + c0..][..W]
                 .try_into()
                 .expect("W lanes");
             // A fixed trip count lets the compiler unroll over pixels and keep `acc` in registers.
@@ -295,11 +301,12 @@ unsafe fn depthwise_interior(
     out: &mut [f32],
     fused: bool,
 ) {
-    let (ch, k, s) = (c.out_channels, c.kernel, c.stride);
-    let bias: [f32; LANES] = c.bias[c0..c0 + LANES].try_into().expect("LANES");
+    let (ch, taps, k, s) = (x.channels.len(), c.out_channels, c.kernel, c.stride);
+    let first = x.channels.start;
+    let bias: [f32; LANES] = c.bias[first + c0..][..LANES].try_into().expect("LANES");
     let mut acc = [bias; PIXELS];
     let input = x.data.as_ptr();
-    let weight = c.weight.as_ptr();
+    let weight = c.weight[first..].as_ptr();
     for ky in 0..k {
         let iy = oy * s + ky - g.pad_top;
         // SAFETY (all pointer arithmetic below): the caller guarantees every tap is inside the image.
@@ -307,7 +314,7 @@ unsafe fn depthwise_interior(
         for kx in 0..k {
             let w = unsafe {
                 weight
-                    .add((ky * k + kx) * ch + c0)
+                    .add((ky * k + kx) * taps + c0)
                     .cast::<[f32; LANES]>()
                     .read_unaligned()
             };
@@ -347,20 +354,21 @@ unsafe fn depthwise_interior_avx512<const B: usize>(
     out: &mut [f32],
 ) {
     use std::arch::x86_64::{_mm512_fmadd_ps, _mm512_loadu_ps, _mm512_storeu_ps};
-    let (ch, k, s) = (c.out_channels, c.kernel, c.stride);
+    let (ch, k, s) = (x.channels.len(), c.kernel, c.stride);
     let step = s * ch;
+    let (weight, bias) = (&c.weight[x.channels.start..], &c.bias[x.channels.start..]);
     // SAFETY (all pointer arithmetic and loads below): the caller guarantees every tap is inside the image
     // and `c0 + 16 * B <= ch`; stores go to `out`, which holds `count` pixels of `ch` channels.
     unsafe {
         let mut acc: [[_; PIXELS]; B] =
-            std::array::from_fn(|b| [_mm512_loadu_ps(c.bias.as_ptr().add(c0 + b * LANES)); PIXELS]);
+            std::array::from_fn(|b| [_mm512_loadu_ps(bias.as_ptr().add(c0 + b * LANES)); PIXELS]);
         for ky in 0..k {
             let row = x
                 .data
                 .as_ptr()
                 .add((oy * s + ky - g.pad_top) * x.width * ch + c0);
             for kx in 0..k {
-                let taps = c.weight.as_ptr().add((ky * k + kx) * ch + c0);
+                let taps = weight.as_ptr().add((ky * k + kx) * c.out_channels + c0);
                 let p = row.add((ox * s + kx - g.pad_left) * ch);
                 for (b, acc) in acc.iter_mut().enumerate() {
                     let w = _mm512_loadu_ps(taps.add(b * LANES));
@@ -390,7 +398,7 @@ pub(crate) fn depthwise_rows(
     first_row: usize,
     out: &mut [f32],
 ) {
-    let (ch, k, s) = (c.out_channels, c.kernel, c.stride);
+    let (ch, k, s) = (x.channels.len(), c.kernel, c.stride);
     let fused =
         multiversion::target::target_cfg_f!(any(target_feature = "fma", target_arch = "aarch64"));
     let avx512 = multiversion::target::target_cfg_f!(all(
