@@ -10,7 +10,6 @@
 //! whole map. The image rows a step needs are one GEMM call writing straight into their padded rows; its
 //! register tiles run on across line ends, so even a 7-pixel-wide map gets full tiles.
 
-use crate::buffer::Buffer;
 use crate::kernels::{
     channel_sums, depthwise_rows, for_chunks, geometry_of, padded_size, total_sums, Exec,
     FeatureMap, Geometry, MapView, SharedOut,
@@ -27,7 +26,7 @@ const TILE_ROWS: usize = 8;
 
 /// Inputs narrower than this, split across threads, are split by channels rather than by bands of rows:
 /// on a 7 x 7 map two bands of a 5 x 5 depthwise would each expand 5 or 6 of the 7 input rows.
-const SPLIT_CHANNELS_BELOW: usize = 32;
+pub(crate) const SPLIT_CHANNELS_BELOW: usize = 32;
 
 /// `depthwise(expand(x))` with both convolutions' bias and activation, and the per-channel sums of the
 /// result when `with_sums` (else empty).
@@ -39,15 +38,8 @@ pub fn expand_depthwise(
     exec: Exec,
     with_sums: bool,
 ) -> (FeatureMap, Vec<f64>) {
-    let g = geometry_of(x.height, x.width, depthwise, padding);
-    let stage = Fused {
-        x,
-        expand,
-        depthwise,
-        g,
-        with_sums,
-        padded: padded_size(g, depthwise, x.height, x.width),
-    };
+    let stage = Fused::new(x, expand, depthwise, padding, with_sums);
+    let g = stage.g;
     if exec.parallel && x.width < SPLIT_CHANNELS_BELOW {
         return stage.split_channels();
     }
@@ -71,7 +63,7 @@ pub fn expand_depthwise(
 /// output rows ([`Fused::band`]) or, for narrow maps, by ranges of channels ([`Fused::split_channels`]):
 /// the expand GEMM then computes just a range's columns and the depthwise convolution (per channel by
 /// nature) just its channels, so threads share no work at all.
-struct Fused<'a> {
+pub(crate) struct Fused<'a> {
     x: &'a FeatureMap,
     expand: &'a PreparedConv,
     depthwise: &'a PreparedConv,
@@ -82,7 +74,31 @@ struct Fused<'a> {
     padded: [usize; 2],
 }
 
-impl Fused<'_> {
+impl<'a> Fused<'a> {
+    /// The stage on `x`; it takes the per-channel sums of its output if `with_sums`.
+    pub(crate) fn new(
+        x: &'a FeatureMap,
+        expand: &'a PreparedConv,
+        depthwise: &'a PreparedConv,
+        padding: Padding,
+        with_sums: bool,
+    ) -> Self {
+        let g = geometry_of(x.height, x.width, depthwise, padding);
+        Self {
+            x,
+            expand,
+            depthwise,
+            g,
+            with_sums,
+            padded: padded_size(g, depthwise, x.height, x.width),
+        }
+    }
+
+    /// Output rows and columns.
+    pub(crate) fn output_size(&self) -> (usize, usize) {
+        (self.g.out_h, self.g.out_w)
+    }
+
     /// Runs equal ranges of the expand convolution's panels (output channels) on the rayon pool.
     fn split_channels(&self) -> (FeatureMap, Vec<f64>) {
         let (g, ch) = (self.g, self.depthwise.out_channels);
@@ -94,7 +110,8 @@ impl Fused<'_> {
             .into_par_iter()
             .map(|panels| {
                 let cols = weights.columns(&panels);
-                let (part, sums) = self.channel_range(panels, cols.clone());
+                let mut part = pool::take(g.out_h * g.out_w * cols.len());
+                let sums = self.channel_range(panels, cols.clone(), &mut part);
                 for (p, px) in part.chunks_exact(cols.len()).enumerate() {
                     // SAFETY: pixel `p`'s channels `cols` are inside `out` (`g.out_h * g.out_w` pixels of
                     // `ch`), and only this task writes them.
@@ -116,9 +133,14 @@ impl Fused<'_> {
         )
     }
 
-    /// The output channels `cols` (those of the expand `panels`) for every pixel, in a pooled buffer, and
+    /// The output channels `cols` (those of the expand `panels`) for every pixel, into `out`; returns
     /// their sums if pooling.
-    fn channel_range(&self, panels: Range<usize>, cols: Range<usize>) -> (Buffer, Vec<f64>) {
+    pub(crate) fn channel_range(
+        &self,
+        panels: Range<usize>,
+        cols: Range<usize>,
+        out: &mut [f32],
+    ) -> Vec<f64> {
         let (x, g, c) = (self.x, self.g, cols.len());
         let [height, width] = self.padded;
         let (top, left) = (g.pad_top, g.pad_left);
@@ -141,9 +163,16 @@ impl Fused<'_> {
         };
         // SAFETY: padded row `top + i` holds, from its left margin on, image row `i`'s `x.width` pixels of
         // exactly the channels `cols` (the columns of `panels`), and `expanded` is exclusively borrowed.
-        unsafe { panels::gemm(&x.data, self.expand.panels(), self.epilogue(), dest, panels) };
+        unsafe {
+            panels::gemm(
+                &x.data,
+                self.expand.panels().into(),
+                self.epilogue(),
+                dest,
+                panels,
+            )
+        };
         // The depthwise convolution on these channels (the view says which of its weights they take).
-        let mut out = pool::take(g.out_h * g.out_w * c);
         let view = MapView {
             data: &expanded,
             height,
@@ -155,14 +184,13 @@ impl Fused<'_> {
             pad_left: 0,
             ..g
         };
-        depthwise_rows(&view, self.depthwise, inner, 0, &mut out);
+        depthwise_rows(&view, self.depthwise, inner, 0, out);
         pool::give(expanded);
-        let sums = if self.with_sums {
-            channel_sums(&out, c)
+        if self.with_sums {
+            channel_sums(out, c)
         } else {
             Vec::new()
-        };
-        (out, sums)
+        }
     }
 }
 

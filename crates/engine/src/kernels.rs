@@ -642,10 +642,10 @@ pub(crate) fn gemm_block(x: &[f32], k: usize, c: &PreparedConv, out: &mut [f32],
             // Squeeze-excite's channel scale on a copy of the block, still in cache for the GEMM.
             Some(gate) => {
                 let scaled = scaled_copy(rows, gate);
-                panels::gemm_rows(&scaled, weights, epilogue, block);
+                panels::gemm_rows(&scaled, weights.into(), epilogue, block);
                 pool::give(scaled);
             }
-            None => panels::gemm_rows(rows, weights, epilogue, block),
+            None => panels::gemm_rows(rows, weights.into(), epilogue, block),
         }
     }
 }
@@ -704,7 +704,7 @@ fn gemm_columns(x: &[f32], k: usize, c: &PreparedConv, out: &mut [f32], input: G
         let dest = panels::Dest::rows(dst.ptr(), n, 0);
         // SAFETY: `out` holds the `m x n` outputs (asserted sizes), and each task writes only the columns
         // of its own panels.
-        unsafe { panels::gemm(x, weights, epilogue, dest, panels) };
+        unsafe { panels::gemm(x, weights.into(), epilogue, dest, panels) };
     });
     if let Some(scaled) = scaled {
         pool::give(scaled);
@@ -805,33 +805,38 @@ pub fn global_average(x: &FeatureMap) -> Vec<f32> {
     means(channel_sums(&x.data, x.channels), x.height * x.width)
 }
 
-/// `bias + input * weight` for a `[in][out]` weight, then the activation.
+/// `bias + input * weight`, then the activation, where input `i`'s `bias.len()` weights start at
+/// `weight[i * stride]`: a row-major `[in][out]` matrix (`stride` = out) or, from its first column on,
+/// a range of its columns (`stride` the whole row).
 #[multiversion(targets(
     "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma",
     "x86_64+avx2+fma"
 ))]
-fn dense_vector(
+pub(crate) fn dense_vector(
     input: &[f32],
-    weight: &[f32],
+    (weight, stride): (&[f32], usize),
     bias: &[f32],
     activation: Option<Activation>,
 ) -> Vec<f32> {
     let mut out = bias.to_vec();
     let n = out.len();
+    let row = |i: usize| &weight[i * stride..][..n];
     // Four input rows per pass over `out`: with few outputs (an SE reduction has 4 to 48) one row per
     // pass would make every pass wait on the previous one's stores.
-    let rows = weight.chunks_exact(n).zip(input);
-    let mut quads = input.chunks_exact(4).zip(weight.chunks_exact(4 * n));
-    for (v, w) in quads.by_ref() {
-        let (w0, rest) = w.split_at(n);
-        let (w1, rest) = rest.split_at(n);
-        let (w2, w3) = rest.split_at(n);
-        for (j, o) in out.iter_mut().enumerate() {
-            *o += v[0] * w0[j] + v[1] * w1[j] + v[2] * w2[j] + v[3] * w3[j];
-        }
+    let quads = input.len() / 4;
+    for (q, v) in input.chunks_exact(4).enumerate() {
+        let rows = (row(4 * q), row(4 * q + 1), row(4 * q + 2), row(4 * q + 3));
+        out.iter_mut()
+            .zip(rows.0)
+            .zip(rows.1)
+            .zip(rows.2)
+            .zip(rows.3)
+            .for_each(|((((o, w0), w1), w2), w3)| {
+                *o += v[0] * w0 + v[1] * w1 + v[2] * w2 + v[3] * w3;
+            });
     }
-    for (w, &v) in rows.skip(input.len() / 4 * 4) {
-        out.iter_mut().zip(w).for_each(|(o, &w)| *o += v * w);
+    for (i, &v) in input.iter().enumerate().skip(quads * 4) {
+        out.iter_mut().zip(row(i)).for_each(|(o, &w)| *o += v * w);
     }
     apply(activation, &mut out);
     out
@@ -841,7 +846,7 @@ fn dense_vector(
     "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma",
     "x86_64+avx2+fma"
 ))]
-fn scale_rows(rows: &mut [f32], gate: &[f32]) {
+pub(crate) fn scale_rows(rows: &mut [f32], gate: &[f32]) {
     for px in rows.chunks_exact_mut(gate.len()) {
         px.iter_mut().zip(gate).for_each(|(v, g)| *v *= g);
     }
@@ -864,11 +869,21 @@ pub fn squeeze_excite(
 
 /// Squeeze-excite's per-channel gate from the channel means: reduce + activation, expand + sigmoid.
 pub fn se_gate(mean: &[f32], reduce: &PreparedConv, expand: &PreparedConv) -> Vec<f32> {
-    let reduced = dense_vector(mean, &reduce.weight, &reduce.bias, reduce.activation);
-    dense_vector(&reduced, &expand.weight, &expand.bias, None)
-        .into_iter()
-        .map(sigmoid)
-        .collect()
+    let reduced = dense_vector(
+        mean,
+        (&reduce.weight, reduce.out_channels),
+        &reduce.bias,
+        reduce.activation,
+    );
+    dense_vector(
+        &reduced,
+        (&expand.weight, expand.out_channels),
+        &expand.bias,
+        None,
+    )
+    .into_iter()
+    .map(sigmoid)
+    .collect()
 }
 
 /// The classifier on pooled features. Its weights (5 MB for 1000 classes) are read from memory at about
@@ -877,14 +892,14 @@ pub fn se_gate(mean: &[f32], reduce: &PreparedConv, expand: &PreparedConv) -> Ve
 pub fn linear(features: &[f32], l: &PreparedLinear) -> Vec<f32> {
     let threads = rayon::current_num_threads().min(l.in_features.div_ceil(LINEAR_ROWS_PER_TASK));
     if threads < 2 {
-        return dense_vector(features, &l.weight, &l.bias, None);
+        return dense_vector(features, (&l.weight, l.out_features), &l.bias, None);
     }
     let per_task = l.in_features.div_ceil(threads);
     let zero = vec![0f32; l.out_features];
     let parts: Vec<Vec<f32>> = features
         .par_chunks(per_task)
         .zip(l.weight.par_chunks(per_task * l.out_features))
-        .map(|(input, weight)| dense_vector(input, weight, &zero, None))
+        .map(|(input, weight)| dense_vector(input, (weight, l.out_features), &zero, None))
         .collect();
     let mut out = l.bias.clone();
     for part in parts {

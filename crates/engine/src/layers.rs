@@ -63,6 +63,21 @@ impl PreparedConv {
     }
 }
 
+/// An MBConv block's prepared convolutions.
+#[derive(Debug, Clone)]
+pub struct PreparedBlock {
+    /// The 1x1 expansion (absent at expansion ratio 1).
+    pub expand: Option<PreparedConv>,
+    /// The depthwise convolution.
+    pub depthwise: PreparedConv,
+    /// Squeeze-excite's reduce and expand layers (1x1 convolutions on the pooled vector).
+    pub se: Option<(PreparedConv, PreparedConv)>,
+    /// The 1x1 projection, without activation.
+    pub project: PreparedConv,
+    /// Whether the block's input is added to its output.
+    pub residual: bool,
+}
+
 /// A fully connected layer `[in][out]` with bias.
 #[derive(Debug, Clone)]
 pub struct PreparedLinear {

@@ -3,6 +3,7 @@
 
 pub mod activation;
 pub mod buffer;
+pub mod channel_split;
 pub mod error;
 pub mod fused;
 pub mod kernels;

@@ -1,27 +1,20 @@
 //! The inference engine: a resolved [`Plan`] with prepared weights, run image by image (in parallel over a
 //! batch).
 
+use crate::channel_split::{block_by_channels, splits_by_channels};
 use crate::error::{EngineError, Result};
 use crate::fused::expand_depthwise;
 use crate::kernels::{
     conv_dense, depthwise_pooling, geometry_of, global_average, linear, linear_batch, means,
     pointwise, pointwise_gated, se_gate, Exec, FeatureMap,
 };
-use crate::layers::{prepare_conv, prepare_linear, PreparedConv, PreparedLinear};
+use crate::layers::{prepare_conv, prepare_linear, PreparedBlock, PreparedConv, PreparedLinear};
 use crate::pool;
 use effnet_arch::{NetworkConfig, Padding, Plan};
 use effnet_weights::{LoadedWeights, Tensor};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-
-struct PreparedBlock {
-    expand: Option<PreparedConv>,
-    depthwise: PreparedConv,
-    se: Option<(PreparedConv, PreparedConv)>,
-    project: PreparedConv,
-    residual: bool,
-}
 
 /// A network ready for inference.
 pub struct Engine {
@@ -110,6 +103,11 @@ impl Engine {
 
     /// One MBConv block on `x` (whose buffer goes back to the pool).
     fn block(&self, b: &PreparedBlock, x: FeatureMap, exec: Exec) -> FeatureMap {
+        if exec.parallel && splits_by_channels(&x, b) {
+            let out = block_by_channels(&x, b, self.padding);
+            pool::give(x.data);
+            return out;
+        }
         let (y, gate) = self.depthwise_stage(b, &x, exec);
         let residual = b.residual.then_some(&x);
         let out = pointwise_gated(&y, gate.as_deref(), &b.project, residual, exec);

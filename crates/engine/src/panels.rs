@@ -98,6 +98,51 @@ impl Panels {
     pub(crate) fn recycle(self) {
         pool::give(self.data);
     }
+
+    /// Rows `rows` of the matrix (a range of input channels), every column.
+    pub(crate) fn rows(&self, rows: Range<usize>) -> PanelRows<'_> {
+        assert!(
+            rows.start <= rows.end && rows.end <= self.k,
+            "rows of the matrix"
+        );
+        PanelRows {
+            panels: self,
+            first: rows.start,
+            k: rows.len(),
+        }
+    }
+}
+
+/// Consecutive rows `first..first + k` of packed weights, every column: [`gemm`]'s weight operand, so a
+/// product can run over part of `k` (inputs holding just those channels, for a sum of partial products).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PanelRows<'a> {
+    panels: &'a Panels,
+    first: usize,
+    k: usize,
+}
+
+impl<'a> From<&'a Panels> for PanelRows<'a> {
+    fn from(panels: &'a Panels) -> Self {
+        panels.rows(0..panels.k)
+    }
+}
+
+impl PanelRows<'_> {
+    /// Output channels.
+    fn n(&self) -> usize {
+        self.panels.n
+    }
+
+    /// Number of panels.
+    fn count(&self) -> usize {
+        self.panels.count()
+    }
+
+    /// Panel `p`'s first row of these: `k` rows of [`PANEL`] floats follow it.
+    fn panel(&self, p: usize) -> &[f32] {
+        &self.panels.data[(p * self.panels.k + self.first) * PANEL..][..self.k * PANEL]
+    }
 }
 
 /// What the kernel adds to `x * weight` before storing: bias, activation, then a residual laid out like
@@ -111,11 +156,11 @@ pub(crate) struct Epilogue<'a> {
 
 /// `out = act(x * w + bias) + residual` for pixel rows `x` (of `w`'s `k` values) into `out` (rows of its
 /// `n` channels).
-pub(crate) fn gemm_rows(x: &[f32], w: &Panels, epilogue: Epilogue, out: &mut [f32]) {
+pub(crate) fn gemm_rows(x: &[f32], w: PanelRows, epilogue: Epilogue, out: &mut [f32]) {
     let m = x.len() / w.k.max(1);
-    assert!(x.len() == m * w.k && out.len() == m * w.n && epilogue.bias.len() == w.n);
+    assert!(x.len() == m * w.k && out.len() == m * w.n() && epilogue.bias.len() == w.n());
     assert!(epilogue.residual.is_none_or(|r| r.len() == out.len()));
-    let dest = Dest::rows(out.as_mut_ptr(), w.n, 0);
+    let dest = Dest::rows(out.as_mut_ptr(), w.n(), 0);
     // SAFETY: `out` is exclusively borrowed and holds the `m x n` outputs (asserted above).
     unsafe { gemm(x, w, epilogue, dest, 0..w.count()) }
 }
@@ -131,15 +176,16 @@ pub(crate) fn gemm_lines(
     (width, line_stride): (usize, usize),
     out: &mut [f32],
 ) {
+    let w = PanelRows::from(w);
     let m = x.len() / w.k.max(1);
     assert!(
         x.len() == m * w.k && width > 0 && m.is_multiple_of(width) && epilogue.residual.is_none()
     );
-    assert!(width * w.n <= line_stride && epilogue.bias.len() == w.n);
-    assert!(m == 0 || (m / width - 1) * line_stride + width * w.n <= out.len());
+    assert!(width * w.n() <= line_stride && epilogue.bias.len() == w.n());
+    assert!(m == 0 || (m / width - 1) * line_stride + width * w.n() <= out.len());
     let dest = Dest {
         lines: Some((width, line_stride)),
-        ..Dest::rows(out.as_mut_ptr(), w.n, 0)
+        ..Dest::rows(out.as_mut_ptr(), w.n(), 0)
     };
     // SAFETY: `out` is exclusively borrowed and holds every line's `width x n` outputs (asserted above).
     unsafe { gemm(x, w, epilogue, dest, 0..w.count()) }
@@ -192,13 +238,13 @@ impl Dest {
 /// disjoint column ranges of one output, or each its own buffer of just its columns.
 ///
 /// # Safety
-/// `dest` must address, for each of the `x.len() / w.k` rows (placed as [`Dest`] says), the columns of
-/// `panels` (from `first_col`, the first of them, on), and nothing else may access those elements during the call. `panels` must lie
-/// within `0..w.count()`, `epilogue.bias` must hold `w.n` values and a residual `x.len() / w.k` rows of
-/// `w.n`.
+/// `dest` must address, for each of the `x.len() / k` rows (`k` the rows of `w`; placed as [`Dest`] says),
+/// the columns of `panels` (from `first_col`, the first of them, on), and nothing else may access those
+/// elements during the call. `panels` must lie within the matrix's panels, `epilogue.bias` must hold one
+/// value per column of the matrix and a residual `x.len() / k` rows of as many.
 pub(crate) unsafe fn gemm(
     x: &[f32],
-    w: &Panels,
+    w: PanelRows,
     epilogue: Epilogue,
     dest: Dest,
     panels: Range<usize>,
@@ -218,12 +264,12 @@ pub(crate) unsafe fn gemm(
 /// As [`gemm`].
 unsafe fn gemm_portable(
     x: &[f32],
-    w: &Panels,
+    w: PanelRows,
     epilogue: Epilogue,
     dest: Dest,
     panels: Range<usize>,
 ) {
-    let (k, n) = (w.k, w.n);
+    let (k, n) = (w.k, w.n());
     let m = x.len() / k.max(1);
     let mut first = 0;
     while first < m {
@@ -238,7 +284,7 @@ unsafe fn gemm_portable(
                 matmul_strided(
                     &x[first * k..(first + rows) * k],
                     k,
-                    (w.data[p * PANEL * k..].as_ptr(), PANEL),
+                    (w.panel(p).as_ptr(), PANEL),
                     (out, dest.row_len),
                     cols.len(),
                     gemm::Parallelism::None,
@@ -304,8 +350,14 @@ fn bias_activation_rows(
 /// The CPU must support AVX-512F, and the contract of [`gemm`] must hold.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn gemm_avx512(x: &[f32], w: &Panels, epilogue: Epilogue, dest: Dest, panels: Range<usize>) {
-    let (k, n) = (w.k, w.n);
+unsafe fn gemm_avx512(
+    x: &[f32],
+    w: PanelRows,
+    epilogue: Epilogue,
+    dest: Dest,
+    panels: Range<usize>,
+) {
+    let (k, n) = (w.k, w.n());
     let m = x.len() / k.max(1);
     // As many tiles as `TILE`-pixel tiles would need, but of equal size (49 pixels are 10, 10, 10, 10, 9
     // rather than 12, 12, 12, 12, 1): a one-pixel tile has too few accumulators to hide the FMA latency.
@@ -327,7 +379,7 @@ unsafe fn gemm_avx512(x: &[f32], w: &Panels, epilogue: Epilogue, dest: Dest, pan
                 Tile {
                     x: x.as_ptr().add(first * k),
                     k,
-                    w: w.data.as_ptr().add(p * PANEL * k),
+                    w: w.panel(p).as_ptr(),
                     bias: epilogue.bias.as_ptr().add(c0),
                     out: starts.map(|start| start.wrapping_add(c0 - dest.first_col)),
                     residual: epilogue.residual.map(|r| r.as_ptr().add(first * n + c0)),
@@ -495,7 +547,7 @@ mod tests {
         out
     }
 
-    type Path = unsafe fn(&[f32], &Panels, Epilogue, Dest, Range<usize>);
+    type Path = unsafe fn(&[f32], PanelRows, Epilogue, Dest, Range<usize>);
 
     /// The portable path and, where the CPU has it, the AVX-512 one.
     fn paths() -> Vec<(&'static str, Path)> {
@@ -533,7 +585,7 @@ mod tests {
                 ..Dest::rows(out.as_mut_ptr(), n, 0)
             };
             // SAFETY: each line's `width x n` outputs lie inside `out`.
-            unsafe { run(&x, &panels, e, dest, 0..panels.count()) };
+            unsafe { run(&x, (&panels).into(), e, dest, 0..panels.count()) };
             for (line, (got, want)) in out
                 .chunks_exact(line_stride)
                 .zip(want.chunks_exact(width * n))
@@ -590,8 +642,8 @@ mod tests {
                         let dest = Dest::rows(out.as_mut_ptr(), n, 0);
                         // SAFETY: `out` holds `m x n` floats and each call writes only its own panels.
                         unsafe {
-                            run(&x, &panels, e, dest, 0..split);
-                            run(&x, &panels, e, dest, split..panels.count());
+                            run(&x, (&panels).into(), e, dest, 0..split);
+                            run(&x, (&panels).into(), e, dest, split..panels.count());
                         }
                         results.push((path, out, 0..n));
                         // The second range alone, into a buffer of just its columns.
@@ -599,7 +651,7 @@ mod tests {
                         let mut own = vec![0f32; m * cols.len()];
                         let dest = Dest::rows(own.as_mut_ptr(), cols.len(), cols.start);
                         // SAFETY: `own` holds `m` rows of exactly these columns.
-                        unsafe { run(&x, &panels, e, dest, split..panels.count()) };
+                        unsafe { run(&x, (&panels).into(), e, dest, split..panels.count()) };
                         results.push((path, own, cols));
                     }
                     for (path, got, cols) in results {
@@ -616,6 +668,39 @@ mod tests {
                             );
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// A range of the matrix's rows times inputs holding just those channels, on both paths: the partial
+    /// product a split over input channels adds up.
+    #[test]
+    fn a_range_of_rows_gives_the_partial_product() {
+        let (m, k, n) = (23, 50, 40);
+        let (x, w, bias) = (values(m * k, 8), values(k * n, 9), values(n, 10));
+        let panels = Panels::pack(&w, k, n);
+        for rows in [0..17, 17..50, 20..21] {
+            let part: Vec<f32> = x
+                .chunks_exact(k)
+                .flat_map(|px| px[rows.clone()].to_vec())
+                .collect();
+            let e = Epilogue {
+                bias: &bias,
+                activation: None,
+                residual: None,
+            };
+            let want = reference(&part, &w[rows.start * n..rows.end * n], (rows.len(), n), e);
+            for (path, run) in paths() {
+                let mut out = vec![0f32; m * n];
+                let dest = Dest::rows(out.as_mut_ptr(), n, 0);
+                // SAFETY: `out` holds the `m x n` outputs.
+                unsafe { run(&part, panels.rows(rows.clone()), e, dest, 0..panels.count()) };
+                for (i, (g, w)) in out.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                        "{path} rows {rows:?}: [{i}] {g} vs {w}"
+                    );
                 }
             }
         }

@@ -4,12 +4,13 @@
 
 use effnet_arch::variant::Activation;
 use effnet_arch::Padding;
+use effnet_engine::channel_split::{block_by_channels, splits_by_channels};
 use effnet_engine::fused::expand_depthwise;
 use effnet_engine::kernels::{
     conv_dense, depthwise, depthwise_and_mean, linear, pointwise, pointwise_gated, squeeze_excite,
     Exec, FeatureMap,
 };
-use effnet_engine::layers::{PreparedConv, PreparedLinear};
+use effnet_engine::layers::{PreparedBlock, PreparedConv, PreparedLinear};
 
 /// Deterministic values in [-1, 1).
 fn values(n: usize, seed: u64) -> Vec<f32> {
@@ -250,24 +251,26 @@ fn fused_expand_depthwise_matches_the_two_reference_convolutions() {
     }
 }
 
-#[test]
-fn squeeze_excite_scales_each_channel_by_its_gate() {
-    let (h, w, ch, rd) = (5, 3, 19, 4);
-    let x = FeatureMap::new(&values(h * w * ch, 11), h, w, ch);
-    let reduce = conv(ch, rd, 1, 1, false, Some(Activation::Swish), 12);
-    let expand = conv(rd, ch, 1, 1, false, None, 13);
+/// Squeeze-excite from its definition, in f64: every channel of `x` scaled by
+/// `sigmoid(expand(swish(reduce(mean))))`.
+fn squeeze_excite_reference(
+    x: &FeatureMap,
+    reduce: &PreparedConv,
+    expand: &PreparedConv,
+) -> Vec<f32> {
+    let (ch, rd, pixels) = (x.channels, reduce.out_channels, x.height * x.width);
     let mean: Vec<f64> = (0..ch)
         .map(|c| {
-            (0..h * w)
+            (0..pixels)
                 .map(|p| f64::from(x.data[p * ch + c]))
                 .sum::<f64>()
-                / (h * w) as f64
+                / pixels as f64
         })
         .collect();
     let r: Vec<f64> = (0..rd)
         .map(|j| {
             act(
-                Some(Activation::Swish),
+                reduce.activation,
                 f64::from(reduce.bias[j])
                     + (0..ch)
                         .map(|c| mean[c] * f64::from(reduce.weight[c * rd + j]))
@@ -286,16 +289,83 @@ fn squeeze_excite_scales_each_channel_by_its_gate() {
             )
         })
         .collect();
-    let want: Vec<f32> = x
-        .data
+    x.data
         .iter()
         .enumerate()
         .map(|(i, &v)| (f64::from(v) * gate[i % ch]) as f32)
-        .collect();
+        .collect()
+}
+
+#[test]
+fn squeeze_excite_scales_each_channel_by_its_gate() {
+    let (h, w, ch, rd) = (5, 3, 19, 4);
+    let x = FeatureMap::new(&values(h * w * ch, 11), h, w, ch);
+    let reduce = conv(ch, rd, 1, 1, false, Some(Activation::Swish), 12);
+    let expand = conv(rd, ch, 1, 1, false, None, 13);
+    let want = squeeze_excite_reference(&x, &reduce, &expand);
     for exec in EXECS {
         let mut y = x.clone();
         squeeze_excite(&mut y, &reduce, &expand, exec);
         close(&y.data, &want, &format!("squeeze-excite {exec:?}"));
+    }
+}
+
+/// A whole MBConv block split by expanded channels across 1, 2 and 3 threads: expanded widths of one
+/// partial panel, of whole panels and of panels that do not share out evenly; with and without
+/// squeeze-excite and residual; 1x1 maps and strided odd sizes.
+#[test]
+fn block_split_by_channels_matches_the_reference_block() {
+    for (h, w) in [(7, 7), (1, 1), (6, 9)] {
+        for (cin, mid, cout) in [(16, 96, 16), (8, 40, 24), (24, 144, 24), (5, 17, 3)] {
+            for (k, stride) in [(3, 1), (5, 2)] {
+                for se in [true, false] {
+                    let padding = Padding::TfSame;
+                    let x = FeatureMap::new(&values(h * w * cin, 40), h, w, cin);
+                    let block = PreparedBlock {
+                        expand: Some(conv(cin, mid, 1, 1, false, Some(Activation::Swish), 41)),
+                        depthwise: conv(mid, mid, k, stride, true, Some(Activation::Swish), 42),
+                        se: se.then(|| {
+                            let rd = mid.div_ceil(8);
+                            (
+                                conv(mid, rd, 1, 1, false, Some(Activation::Swish), 43),
+                                conv(rd, mid, 1, 1, false, None, 44),
+                            )
+                        }),
+                        project: conv(mid, cout, 1, 1, false, None, 45),
+                        residual: stride == 1 && cin == cout,
+                    };
+                    let expand = block.expand.as_ref().unwrap();
+                    let expanded = reference(&x, expand, padding, false, None);
+                    let expanded = FeatureMap::new(&expanded, h, w, mid);
+                    let dw = reference(&expanded, &block.depthwise, padding, true, None);
+                    let (oh, ow) = (h.div_ceil(stride), w.div_ceil(stride));
+                    let mut mid_map = FeatureMap::new(&dw, oh, ow, mid);
+                    if let Some((reduce, excite)) = &block.se {
+                        let gated = squeeze_excite_reference(&mid_map, reduce, excite);
+                        mid_map = FeatureMap::new(&gated, oh, ow, mid);
+                    }
+                    let residual = block.residual.then_some(&x);
+                    let want = reference(&mid_map, &block.project, padding, false, residual);
+                    assert!(splits_by_channels(&x, &block));
+                    for threads in [1, 2, 3] {
+                        let pool = rayon::ThreadPoolBuilder::new()
+                            .num_threads(threads)
+                            .build()
+                            .unwrap();
+                        let got = pool.install(|| block_by_channels(&x, &block, padding));
+                        let case = format!(
+                            "block {h}x{w} {cin}->{mid}->{cout} k{k} s{stride} se {se} on {threads} threads"
+                        );
+                        assert_eq!(
+                            (got.height, got.width, got.channels),
+                            (oh, ow, cout),
+                            "{case}"
+                        );
+                        close(&got.data, &want, &case);
+                    }
+                }
+            }
+        }
     }
 }
 
