@@ -11,7 +11,7 @@ use crate::activation::avx512;
 use crate::activation::{apply, sigmoid};
 use crate::buffer::{aligned, Buffer};
 use crate::layers::{PreparedConv, PreparedLinear};
-use crate::panels::{self, Epilogue, Panels};
+use crate::panels::{self, Epilogue, InputLayout, Panels};
 use crate::pool;
 use effnet_arch::variant::Activation;
 use effnet_arch::Padding;
@@ -161,6 +161,16 @@ fn source(out: usize, stride: usize, tap: usize, pad: usize, size: usize) -> Opt
     (out * stride + tap).checked_sub(pad).filter(|&i| i < size)
 }
 
+/// The outputs along one axis (of an input `size` long, `pad` before it) all of whose `kernel` taps
+/// fall inside the input: `first..end`, not capped at the output size.
+fn taps_inside(pad: usize, size: usize, kernel: usize, stride: usize) -> (usize, usize) {
+    let first = pad.div_ceil(stride);
+    let end = (size + pad)
+        .checked_sub(kernel)
+        .map_or(0, |v| v / stride + 1);
+    (first, end.max(first))
+}
+
 /// Copies the k x k x cin input patch of every output pixel in `rows` into consecutive rows of `patches`
 /// (zeros where the patch covers padding), so a dense convolution becomes one GEMM.
 fn im2col(x: &FeatureMap, c: &PreparedConv, g: Geometry, first_pixel: usize, patches: &mut [f32]) {
@@ -195,25 +205,68 @@ fn im2col(x: &FeatureMap, c: &PreparedConv, g: Geometry, first_pixel: usize, pat
     }
 }
 
-/// A dense (groups = 1) k x k convolution with bias and activation, as im2col + GEMM; weights
-/// `[ky][kx][in][out]`, which is exactly the `[patch][out]` matrix.
+/// A dense (groups = 1) k x k convolution with bias and activation as a GEMM; weights `[ky][kx][in][out]`,
+/// which is exactly the `[patch][out]` matrix. Output pixels whose patches lie inside the input are
+/// multiplied straight from it, a row at a time (on AVX-512): the stem's im2col copy and its many small
+/// `memcpy` calls took a third of its time. The others (those reaching into the padding) are copied into
+/// patches first.
 pub fn conv_dense(x: &FeatureMap, c: &PreparedConv, padding: Padding, exec: Exec) -> FeatureMap {
     let g = geometry(x, c, padding);
-    let (pixels, patch, n) = (
-        g.out_h * g.out_w,
-        c.kernel * c.kernel * c.in_channels,
-        c.out_channels,
-    );
-    let mut out = pool::take(pixels * n);
-    let block = |i: usize, out_block: &mut [f32]| {
-        let rows = out_block.len() / n;
-        let mut patches = pool::take(rows * patch);
-        im2col(x, c, g, i * GEMM_ROWS, &mut patches);
-        gemm_block(&patches, patch, c, out_block, GemmInput::default());
-        pool::give(patches);
+    let (cin, k, s, n) = (c.in_channels, c.kernel, c.stride, c.out_channels);
+    let mut out = pool::take(g.out_h * g.out_w * n);
+    let (col_first, col_end) = taps_inside(g.pad_left, x.width, k, s);
+    let (row_first, row_end) = taps_inside(g.pad_top, x.height, k, s);
+    let layout = InputLayout {
+        pixel: s * cin,
+        segment: (k * cin, x.width * cin),
     };
-    for_chunks(&mut out, GEMM_ROWS * n, exec.parallel, block);
+    let epilogue = Epilogue {
+        bias: &c.bias,
+        activation: c.activation,
+        residual: None,
+    };
+    for_chunks(&mut out, g.out_w * n, exec.parallel, |oy, row| {
+        let first_pixel = oy * g.out_w;
+        let inside = if (row_first..row_end).contains(&oy) {
+            col_first.min(g.out_w)..col_end.min(g.out_w)
+        } else {
+            0..0
+        };
+        // The first interior pixel's patch starts at input row `oy * s - pad_top`, column
+        // `inside.start * s - pad_left` (both in range when there is one, as its patch is inside).
+        let origin = || ((oy * s - g.pad_top) * x.width + inside.start * s - g.pad_left) * cin;
+        let (left, rest) = row.split_at_mut(inside.start * n);
+        let (middle, right) = rest.split_at_mut(inside.len() * n);
+        if !inside.is_empty()
+            && panels::gemm_patches(&x.data, origin(), layout, c.panels(), epilogue, middle)
+        {
+            dense_by_im2col(x, c, g, first_pixel, left);
+            dense_by_im2col(x, c, g, first_pixel + inside.end, right);
+        } else {
+            dense_by_im2col(x, c, g, first_pixel, row);
+        }
+    });
     FeatureMap::from_buffer(out, g.out_h, g.out_w, n)
+}
+
+/// The outputs of a dense convolution for consecutive pixels from `first_pixel` (as many as `out`
+/// holds) through an im2col copy of their patches.
+fn dense_by_im2col(
+    x: &FeatureMap,
+    c: &PreparedConv,
+    g: Geometry,
+    first_pixel: usize,
+    out: &mut [f32],
+) {
+    let pixels = out.len() / c.out_channels;
+    if pixels == 0 {
+        return;
+    }
+    let patch = c.kernel * c.kernel * c.in_channels;
+    let mut patches = pool::take(pixels * patch);
+    im2col(x, c, g, first_pixel, &mut patches);
+    gemm_block(&patches, patch, c, out, GemmInput::default());
+    pool::give(patches);
 }
 
 /// `a * b + c`, as one fused instruction where the compiled-for target has FMA (`fused` is a compile-time
@@ -405,16 +458,10 @@ pub(crate) fn depthwise_rows(
         target_arch = "x86_64",
         target_feature = "avx512f"
     ));
-    // The outputs along one axis whose taps all fall inside the data: `first..end`. Not capped at the
-    // output size, so a row's short last block is interior when the data has room for a full block
-    // (padded copies are made that wide); only `count` of its pixels are stored.
-    let inside = |pad: usize, size: usize| {
-        let first = pad.div_ceil(s);
-        let end = (size + pad).checked_sub(k).map_or(0, |v| v / s + 1);
-        (first, end.max(first))
-    };
-    let (col_first, col_end) = inside(g.pad_left, x.width);
-    let (row_first, row_end) = inside(g.pad_top, x.height);
+    // Not capped at the output size, so a row's short last block is interior when the data has room for
+    // a full block (padded copies are made that wide); only `count` of its pixels are stored.
+    let (col_first, col_end) = taps_inside(g.pad_left, x.width, k, s);
+    let (row_first, row_end) = taps_inside(g.pad_top, x.height, k, s);
     for (r, row_out) in out.chunks_exact_mut(g.out_w * ch).enumerate() {
         let oy = first_row + r;
         let row_inside = oy >= row_first && oy < row_end;

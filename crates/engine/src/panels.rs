@@ -344,7 +344,30 @@ fn bias_activation_rows(
     }
 }
 
-/// The AVX-512 path: register tiles of [`TILE`] pixels x one panel.
+/// Where a GEMM finds each pixel's `k` inputs: value `j` of segment `s` of pixel `r` is at
+/// `r * pixel + s * segment.1 + j` from the first pixel's, in segments of `segment.0` values. Plain rows of
+/// `k` values are one segment with `pixel = k`; the patches of a dense convolution, read straight from
+/// its NHWC input, are one segment of `kernel * channels` values per kernel row, `segment.1` apart (the
+/// input's row length), with `pixel = stride * channels`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InputLayout {
+    /// Floats from one pixel's inputs to the next one's.
+    pub pixel: usize,
+    /// Values per segment and floats from one segment to the next.
+    pub segment: (usize, usize),
+}
+
+impl InputLayout {
+    /// Consecutive rows of `k` values.
+    fn rows(k: usize) -> Self {
+        Self {
+            pixel: k,
+            segment: (k, 0),
+        }
+    }
+}
+
+/// The AVX-512 path on plain rows of inputs.
 ///
 /// # Safety
 /// The CPU must support AVX-512F, and the contract of [`gemm`] must hold.
@@ -357,8 +380,39 @@ unsafe fn gemm_avx512(
     dest: Dest,
     panels: Range<usize>,
 ) {
+    let m = x.len() / w.k.max(1);
+    // SAFETY: forwarded; plain rows of `k` values are exactly `x`.
+    unsafe {
+        gemm_avx512_laid_out(
+            x.as_ptr(),
+            m,
+            InputLayout::rows(w.k),
+            w,
+            epilogue,
+            dest,
+            panels,
+        )
+    }
+}
+
+/// The AVX-512 path: register tiles of [`TILE`] pixels x one panel, on `m` pixels whose inputs start at
+/// `x` and are laid out as `layout` says.
+///
+/// # Safety
+/// The CPU must support AVX-512F; every input `layout` addresses for the `m` pixels must be readable,
+/// and the rest of the contract of [`gemm`] must hold.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn gemm_avx512_laid_out(
+    x: *const f32,
+    m: usize,
+    layout: InputLayout,
+    w: PanelRows,
+    epilogue: Epilogue,
+    dest: Dest,
+    panels: Range<usize>,
+) {
     let (k, n) = (w.k, w.n());
-    let m = x.len() / k.max(1);
     // As many tiles as `TILE`-pixel tiles would need, but of equal size (49 pixels are 10, 10, 10, 10, 9
     // rather than 12, 12, 12, 12, 1): a one-pixel tile has too few accumulators to hide the FMA latency.
     let tiles = m.div_ceil(TILE);
@@ -377,8 +431,9 @@ unsafe fn gemm_avx512(
             // destination (the caller's contract).
             let at = unsafe {
                 Tile {
-                    x: x.as_ptr().add(first * k),
+                    x: x.add(first * layout.pixel),
                     k,
+                    layout,
                     w: w.panel(p).as_ptr(),
                     bias: epilogue.bias.as_ptr().add(c0),
                     out: starts.map(|start| start.wrapping_add(c0 - dest.first_col)),
@@ -400,6 +455,50 @@ unsafe fn gemm_avx512(
         }
         first += rows;
     }
+}
+
+/// The GEMM of a dense convolution on `m` output pixels of one row whose patches lie inside its NHWC
+/// input `x`, read from there without an im2col copy: pixel 0's patch starts at `x[origin]` and the
+/// patches are laid out as `layout` says. Writes `m` rows of the `n` outputs to `out`. Returns `false`,
+/// doing nothing, where the CPU lacks AVX-512 (whose kernel alone reads such layouts).
+pub(crate) fn gemm_patches(
+    x: &[f32],
+    origin: usize,
+    layout: InputLayout,
+    w: &Panels,
+    epilogue: Epilogue,
+    out: &mut [f32],
+) -> bool {
+    let m = out.len() / w.n.max(1);
+    let (len, stride) = layout.segment;
+    assert!(
+        len > 0 && w.k.is_multiple_of(len) && out.len() == m * w.n && epilogue.residual.is_none()
+    );
+    let last = (w.k / len - 1) * stride + len;
+    assert!(
+        m == 0 || origin + (m - 1) * layout.pixel + last <= x.len(),
+        "patches inside the input"
+    );
+    assert_eq!(epilogue.bias.len(), w.n);
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f") {
+        let dest = Dest::rows(out.as_mut_ptr(), w.n, 0);
+        // SAFETY: AVX-512F was detected; the asserts keep every patch inside `x`, and `out` (exclusively
+        // borrowed) holds the `m x n` outputs.
+        unsafe {
+            gemm_avx512_laid_out(
+                x[origin..].as_ptr(),
+                m,
+                layout,
+                w.into(),
+                epilogue,
+                dest,
+                0..w.count(),
+            );
+        }
+        return true;
+    }
+    false
 }
 
 /// A tile of fewer than [`TILE`] pixels: one instance per pixel count.
@@ -425,9 +524,10 @@ unsafe fn short_tile(rows: usize, wide: bool, at: Tile, activation: Option<Activ
 /// Where one tile reads and writes: pointers to its first row of each operand.
 #[derive(Clone, Copy)]
 struct Tile {
-    /// Input rows of `k` floats, contiguous.
+    /// The first pixel's inputs, `k` of them laid out as `layout` says.
     x: *const f32,
     k: usize,
+    layout: InputLayout,
     /// The panel, `[k][PANEL]`.
     w: *const f32,
     /// The panel's bias.
@@ -462,20 +562,27 @@ unsafe fn tile<const R: usize, const V: usize>(at: Tile, activation: Option<Acti
         let bias: [__m512; V] =
             std::array::from_fn(|v| _mm512_maskz_loadu_ps(masks[v], at.bias.add(v * LANES)));
         let mut acc = [bias; R];
-        for i in 0..k {
-            // A prefetch never faults, so one past the last panel is harmless; the address is only formed
-            // (with `wrapping_add`), never read.
-            let ahead = at.w.wrapping_add((i + PREFETCH_ROWS) * PANEL);
-            _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(LANES).cast());
-            let w: [__m512; V] =
-                std::array::from_fn(|v| _mm512_loadu_ps(at.w.add(i * PANEL + v * LANES)));
-            for (p, acc) in acc.iter_mut().enumerate() {
-                let a = _mm512_set1_ps(*at.x.add(p * k + i));
-                for v in 0..V {
-                    acc[v] = _mm512_fmadd_ps(a, w[v], acc[v]);
+        // One segment of inputs at a time (plain rows are a single one), and its rows of the panel.
+        let ((len, stride), pixel) = (at.layout.segment, at.layout.pixel);
+        let (mut x, mut weights) = (at.x, at.w);
+        for _ in 0..k / len.max(1) {
+            for i in 0..len {
+                // A prefetch never faults, so one past the last panel is harmless; the address is only
+                // formed (with `wrapping_add`), never read.
+                let ahead = weights.wrapping_add((i + PREFETCH_ROWS) * PANEL);
+                _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(LANES).cast());
+                let w: [__m512; V] =
+                    std::array::from_fn(|v| _mm512_loadu_ps(weights.add(i * PANEL + v * LANES)));
+                for (p, acc) in acc.iter_mut().enumerate() {
+                    let a = _mm512_set1_ps(*x.add(p * pixel + i));
+                    for v in 0..V {
+                        acc[v] = _mm512_fmadd_ps(a, w[v], acc[v]);
+                    }
                 }
             }
+            x = x.wrapping_add(stride);
+            weights = weights.add(len * PANEL);
         }
         // One store loop per activation, so no register's epilogue branches on it.
         match activation {
