@@ -26,7 +26,7 @@ use rayon::prelude::*;
 
 /// Whether [`block_by_channels`] can run `block` on `x` and is the better split: the block expands (so
 /// its expanded channels are ranges of the expand panels), its projection has no activation (so partial
-/// products add up), and the map is narrower than [`SPLIT_CHANNELS_BELOW`] pixels.
+/// products add up), and the map is narrower than 32 pixels (as the fused stage's own channel split).
 pub fn splits_by_channels(x: &FeatureMap, block: &PreparedBlock) -> bool {
     x.width < SPLIT_CHANNELS_BELOW && block.expand.is_some() && block.project.activation.is_none()
 }

@@ -145,7 +145,7 @@ impl PanelRows<'_> {
 /// ones first. A parallel iterator runs its first item on the calling thread, which is the slower one in
 /// a split image: it also runs the serial steps between the parallel regions, and every buffer of the
 /// block comes from its pool. Timed per share on B0's 7 x 7 blocks (36 panels, equal shares), the calling
-/// thread's share took 3-15% longer; so where the panels do not divide evenly (15 and 21 of them at 14 x
+/// thread's share took 3-20% longer; so where the panels do not divide evenly (15 and 21 of them at 14 x
 /// 14) it gets the smaller share.
 fn split_evenly(count: usize, parts: usize) -> Vec<Range<usize>> {
     let parts = parts.clamp(1, count.max(1));
