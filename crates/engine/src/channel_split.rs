@@ -15,18 +15,21 @@
 
 use crate::activation::apply;
 use crate::buffer::Buffer;
-use crate::fused::{Fused, SPLIT_CHANNELS_BELOW};
-use crate::kernels::{dense_vector, means, scale_rows, FeatureMap};
+use crate::fused::Fused;
+use crate::kernels::{add_in_order, dense_vector, means, scale_rows, se_excite, FeatureMap};
 use crate::layers::PreparedBlock;
 use crate::panels::{gemm_rows, Epilogue};
 use crate::pool;
-use effnet_arch::variant::Activation;
 use effnet_arch::Padding;
 use rayon::prelude::*;
 
+/// Maps narrower than this are split by channels: on a 7 x 7 map two bands of rows of a 5 x 5 depthwise
+/// would each expand 5 or 6 of the 7 input rows.
+const SPLIT_CHANNELS_BELOW: usize = 32;
+
 /// Whether [`block_by_channels`] can run `block` on `x` and is the better split: the block expands (so
 /// its expanded channels are ranges of the expand panels), its projection has no activation (so partial
-/// products add up), and the map is narrower than 32 pixels (as the fused stage's own channel split).
+/// products add up), and the map is narrower than 32 pixels.
 pub fn splits_by_channels(x: &FeatureMap, block: &PreparedBlock) -> bool {
     x.width < SPLIT_CHANNELS_BELOW && block.expand.is_some() && block.project.activation.is_none()
 }
@@ -45,18 +48,22 @@ pub fn block_by_channels(x: &FeatureMap, block: &PreparedBlock, padding: Padding
     let (height, width) = stage.output_size();
     let pixels = height * width;
     let panels = expand.panels();
-    let ranges = panels.per_thread();
+    // Each share: its panels of the expand weights and the channels they make.
+    let shares: Vec<_> = panels
+        .per_thread()
+        .into_iter()
+        .map(|range| (panels.columns(&range), range))
+        .collect();
     // Each share's channels, every output pixel's in turn.
-    let mut maps: Vec<Buffer> = ranges
+    let mut maps: Vec<Buffer> = shares
         .iter()
-        .map(|range| pool::take(pixels * panels.columns(range).len()))
+        .map(|(channels, _)| pool::take(pixels * channels.len()))
         .collect();
     // Expand and depthwise, and each share's part of squeeze-excite's reduction (before its bias).
     let squeezed: Vec<Vec<f32>> = maps
         .par_iter_mut()
-        .zip(ranges.par_iter())
-        .map(|(map, range)| {
-            let channels = panels.columns(range);
+        .zip(shares.par_iter())
+        .map(|(map, (channels, range))| {
             let sums = stage.channel_range(range.clone(), channels.clone(), map);
             block.se.as_ref().map_or_else(Vec::new, |(reduce, _)| {
                 let r = reduce.out_channels;
@@ -68,9 +75,7 @@ pub fn block_by_channels(x: &FeatureMap, block: &PreparedBlock, padding: Padding
     // The reduction: the parts added in a fixed order, then bias and activation.
     let reduced = block.se.as_ref().map(|(reduce, _)| {
         let mut sum = reduce.bias.clone();
-        for part in &squeezed {
-            sum.iter_mut().zip(part).for_each(|(s, p)| *s += p);
-        }
+        add_in_order(&mut sum, &squeezed);
         apply(reduce.activation, &mut sum);
         sum
     });
@@ -78,19 +83,15 @@ pub fn block_by_channels(x: &FeatureMap, block: &PreparedBlock, padding: Padding
     // carries the bias and the residual.
     let n = project.out_channels;
     let no_bias = vec![0f32; n];
-    let mut products: Vec<Buffer> = ranges.iter().map(|_| pool::take(pixels * n)).collect();
+    let mut products: Vec<Buffer> = shares.iter().map(|_| pool::take(pixels * n)).collect();
     products
         .par_iter_mut()
         .zip(maps.par_iter_mut())
-        .zip(ranges.par_iter())
+        .zip(shares.par_iter())
         .enumerate()
-        .for_each(|(i, ((product, map), range))| {
-            let channels = panels.columns(range);
+        .for_each(|(i, ((product, map), (channels, _)))| {
             if let (Some((_, excite)), Some(reduced)) = (&block.se, &reduced) {
-                let columns = (&excite.weight[channels.start..], excite.out_channels);
-                let bias = &excite.bias[channels.clone()];
-                let gate = dense_vector(reduced, columns, bias, Some(Activation::Sigmoid));
-                scale_rows(map, &gate);
+                scale_rows(map, &se_excite(reduced, excite, channels.clone()));
             }
             let first = i == 0;
             let epilogue = Epilogue {
@@ -98,17 +99,19 @@ pub fn block_by_channels(x: &FeatureMap, block: &PreparedBlock, padding: Padding
                 activation: None,
                 residual: block.residual.then_some(&x.data[..]).filter(|_| first),
             };
-            gemm_rows(map, project.panels().rows(channels), epilogue, product);
+            gemm_rows(
+                map,
+                project.panels().rows(channels.clone()),
+                epilogue,
+                product,
+            );
         });
     maps.into_iter().for_each(pool::give);
     // The partial products added in a fixed order.
     let mut products = products.into_iter();
     let mut out = products.next().expect("at least one share");
-    for product in products {
-        out.iter_mut()
-            .zip(product.iter())
-            .for_each(|(o, p)| *o += p);
-        pool::give(product);
-    }
+    let rest: Vec<Buffer> = products.collect();
+    add_in_order(&mut out, &rest);
+    rest.into_iter().for_each(pool::give);
     FeatureMap::from_buffer(out, height, width, n)
 }

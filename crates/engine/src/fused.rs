@@ -12,24 +12,20 @@
 
 use crate::kernels::{
     channel_sums, depthwise_rows, for_chunks, geometry_of, padded_size, total_sums, Exec,
-    FeatureMap, Geometry, MapView, SharedOut,
+    FeatureMap, Geometry, MapView,
 };
 use crate::layers::PreparedConv;
 use crate::panels::{self, gemm_lines, Dest, Epilogue};
 use crate::pool;
 use effnet_arch::Padding;
-use rayon::prelude::*;
 use std::ops::Range;
 
 /// Output rows convolved per step.
 const TILE_ROWS: usize = 8;
 
-/// Inputs narrower than this, split across threads, are split by channels rather than by bands of rows:
-/// on a 7 x 7 map two bands of a 5 x 5 depthwise would each expand 5 or 6 of the 7 input rows.
-pub(crate) const SPLIT_CHANNELS_BELOW: usize = 32;
-
 /// `depthwise(expand(x))` with both convolutions' bias and activation, and the per-channel sums of the
-/// result when `with_sums` (else empty).
+/// result when `with_sums` (else empty); split across the rayon pool by bands of output rows when
+/// `exec.parallel`.
 pub fn expand_depthwise(
     x: &FeatureMap,
     expand: &PreparedConv,
@@ -40,9 +36,6 @@ pub fn expand_depthwise(
 ) -> (FeatureMap, Vec<f64>) {
     let stage = Fused::new(x, expand, depthwise, padding, with_sums);
     let g = stage.g;
-    if exec.parallel && x.width < SPLIT_CHANNELS_BELOW {
-        return stage.split_channels();
-    }
     let ch = depthwise.out_channels;
     let row_len = g.out_w * ch;
     let mut out = pool::take(g.out_h * row_len);
@@ -60,9 +53,10 @@ pub fn expand_depthwise(
 }
 
 /// A fused expand + depthwise stage: its operands and geometry. Split across threads either by bands of
-/// output rows ([`Fused::band`]) or, for narrow maps, by ranges of channels ([`Fused::split_channels`]):
-/// the expand GEMM then computes just a range's columns and the depthwise convolution (per channel by
-/// nature) just its channels, so threads share no work at all.
+/// output rows ([`Fused::band`]) or, for a block on a narrow map, by ranges of channels
+/// ([`Fused::channel_range`], run by [`crate::channel_split`]): the expand GEMM then computes just a
+/// range's columns and the depthwise convolution (per channel by nature) just its channels, so threads
+/// share no work at all.
 pub(crate) struct Fused<'a> {
     x: &'a FeatureMap,
     expand: &'a PreparedConv,
@@ -97,40 +91,6 @@ impl<'a> Fused<'a> {
     /// Output rows and columns.
     pub(crate) fn output_size(&self) -> (usize, usize) {
         (self.g.out_h, self.g.out_w)
-    }
-
-    /// Runs equal ranges of the expand convolution's panels (output channels) on the rayon pool.
-    fn split_channels(&self) -> (FeatureMap, Vec<f64>) {
-        let (g, ch) = (self.g, self.depthwise.out_channels);
-        let weights = self.expand.panels();
-        let mut out = pool::take(g.out_h * g.out_w * ch);
-        let dst = SharedOut(out.as_mut_ptr());
-        let sums: Vec<Vec<f64>> = weights
-            .per_thread()
-            .into_par_iter()
-            .map(|panels| {
-                let cols = weights.columns(&panels);
-                let mut part = pool::take(g.out_h * g.out_w * cols.len());
-                let sums = self.channel_range(panels, cols.clone(), &mut part);
-                for (p, px) in part.chunks_exact(cols.len()).enumerate() {
-                    // SAFETY: pixel `p`'s channels `cols` are inside `out` (`g.out_h * g.out_w` pixels of
-                    // `ch`), and only this task writes them.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(
-                            px.as_ptr(),
-                            dst.ptr().add(p * ch + cols.start),
-                            cols.len(),
-                        );
-                    }
-                }
-                pool::give(part);
-                sums
-            })
-            .collect();
-        (
-            FeatureMap::from_buffer(out, g.out_h, g.out_w, ch),
-            sums.concat(),
-        )
     }
 
     /// The output channels `cols` (those of the expand `panels`) for every pixel, into `out`; returns

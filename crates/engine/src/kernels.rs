@@ -6,9 +6,9 @@
 //! output rows, never per element. With [`Exec::parallel`], output rows are split across the rayon pool
 //! (used when a batch has fewer images than threads). Padding is computed from the actual input size.
 
+use crate::activation::apply;
 #[cfg(target_arch = "x86_64")]
 use crate::activation::avx512;
-use crate::activation::{apply, sigmoid};
 use crate::buffer::{aligned, Buffer};
 use crate::layers::{PreparedConv, PreparedLinear};
 use crate::panels::{self, Epilogue, InputLayout, Panels};
@@ -558,10 +558,22 @@ pub fn depthwise_and_mean(
 /// Adds per-task channel sums in task order, so the total does not depend on scheduling.
 pub(crate) fn total_sums(parts: impl IntoIterator<Item = Vec<f64>>, channels: usize) -> Vec<f64> {
     let mut sums = vec![0f64; channels];
-    for part in parts {
-        sums.iter_mut().zip(part).for_each(|(s, p)| *s += p);
-    }
+    add_in_order(&mut sums, parts);
     sums
+}
+
+/// Adds each of `parts` into `total`, element by element, one part after another: the partial results of
+/// a split computation add up the same whichever thread finished first.
+pub(crate) fn add_in_order<T: Copy + std::ops::AddAssign>(
+    total: &mut [T],
+    parts: impl IntoIterator<Item = impl AsRef<[T]>>,
+) {
+    for part in parts {
+        total
+            .iter_mut()
+            .zip(part.as_ref())
+            .for_each(|(t, &p)| *t += p);
+    }
 }
 
 /// Per-channel means from per-channel sums over `pixels` pixels.
@@ -718,7 +730,7 @@ pub(crate) struct GemmInput<'a> {
 
 /// An output buffer that parallel tasks write in disjoint parts through its raw pointer.
 #[derive(Clone, Copy)]
-pub(crate) struct SharedOut(pub *mut f32);
+struct SharedOut(*mut f32);
 
 // SAFETY: the pointer is only written through in parts that the tasks' owners keep disjoint.
 unsafe impl Send for SharedOut {}
@@ -727,7 +739,7 @@ unsafe impl Sync for SharedOut {}
 
 impl SharedOut {
     /// The pointer (a method, so closures capture the `Sync` wrapper rather than the bare field).
-    pub fn ptr(self) -> *mut f32 {
+    fn ptr(self) -> *mut f32 {
         self.0
     }
 }
@@ -922,15 +934,23 @@ pub fn se_gate(mean: &[f32], reduce: &PreparedConv, expand: &PreparedConv) -> Ve
         &reduce.bias,
         reduce.activation,
     );
+    se_excite(&reduced, expand, 0..expand.out_channels)
+}
+
+/// The gates of squeeze-excite's channels `channels` from its reduced vector: those columns of the
+/// expand layer, then sigmoid.
+pub(crate) fn se_excite(
+    reduced: &[f32],
+    expand: &PreparedConv,
+    channels: Range<usize>,
+) -> Vec<f32> {
+    let columns = (&expand.weight[channels.start..], expand.out_channels);
     dense_vector(
-        &reduced,
-        (&expand.weight, expand.out_channels),
-        &expand.bias,
-        None,
+        reduced,
+        columns,
+        &expand.bias[channels],
+        Some(Activation::Sigmoid),
     )
-    .into_iter()
-    .map(sigmoid)
-    .collect()
 }
 
 /// The classifier on pooled features. Its weights (5 MB for 1000 classes) are read from memory at about
@@ -949,9 +969,7 @@ pub fn linear(features: &[f32], l: &PreparedLinear) -> Vec<f32> {
         .map(|(input, weight)| dense_vector(input, (weight, l.out_features), &zero, None))
         .collect();
     let mut out = l.bias.clone();
-    for part in parts {
-        out.iter_mut().zip(part).for_each(|(o, p)| *o += p);
-    }
+    add_in_order(&mut out, parts);
     out
 }
 

@@ -211,8 +211,8 @@ fn pointwise_with_and_without_residual_matches_the_reference() {
 #[test]
 fn fused_expand_depthwise_matches_the_two_reference_convolutions() {
     // Wide maps and narrow ones (whose buffered rows carry the padding); tall enough for several tiles
-    // and, threaded, two bands of rows (wide) or two ranges of channels, the last a partial panel
-    // (narrow).
+    // and, threaded, two bands of rows. (The split by ranges of channels that narrow maps take inside a
+    // network is tested with whole blocks, below.)
     for (h, w) in [
         (34, 33),
         (9, 40),
