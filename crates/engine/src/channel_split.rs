@@ -15,7 +15,7 @@
 
 use crate::activation::apply;
 use crate::buffer::Buffer;
-use crate::fused::Fused;
+use crate::fused::{Fused, Producer};
 use crate::kernels::{add_in_order, dense_vector, means, scale_rows, se_excite, FeatureMap};
 use crate::layers::PreparedBlock;
 use crate::panels::{gemm_rows, Epilogue};
@@ -44,7 +44,13 @@ pub fn block_by_channels(x: &FeatureMap, block: &PreparedBlock, padding: Padding
     let expand = block.expand.as_ref().expect("an expanding block");
     let project = &block.project;
     assert!(project.activation.is_none(), "partial products add up");
-    let stage = Fused::new(x, expand, &block.depthwise, padding, block.se.is_some());
+    let stage = Fused::new(
+        x,
+        Producer::Expand(expand),
+        &block.depthwise,
+        padding,
+        block.se.is_some(),
+    );
     let (height, width) = stage.output_size();
     let pixels = height * width;
     let panels = expand.panels();

@@ -1,18 +1,20 @@
-//! The expand 1x1 convolution fused with the depthwise convolution that reads it.
+//! A depthwise convolution fused with the convolution that makes its input: the block's 1x1 expand, or,
+//! for a first block that does not expand, the network's stem.
 //!
 //! Unfused, the expanded map (up to 112 x 112 x 96 floats, 4.8 MB, for B0) is written to memory by the
 //! expand GEMM and read back by the depthwise kernel: on the early, wide stages that round trip through
 //! memory rather than cache dominated the depthwise time. Here each band of output rows walks down the
-//! image eight rows (`TILE_ROWS`) at a time, expanding only the input rows the next tile needs into a small
-//! buffer (keeping the overlap rows from the previous tile) and convolving them while they are in cache.
-//! The per-channel sums for squeeze-excite are taken in the same pass. The buffered rows carry the zero
-//! padding, so every depthwise block takes the check-free interior path without a padded copy of the
-//! whole map. The image rows a step needs are one GEMM call writing straight into their padded rows; its
-//! register tiles run on across line ends, so even a 7-pixel-wide map gets full tiles.
+//! image eight rows (`TILE_ROWS`) at a time, computing only the input rows the next tile needs into a
+//! small buffer (keeping the overlap rows from the previous tile) and convolving them while they are in
+//! cache. The per-channel sums for squeeze-excite are taken in the same pass. The buffered rows carry the
+//! zero padding, so every depthwise block takes the check-free interior path without a padded copy of the
+//! whole map. The expanded rows a step needs are one GEMM call writing straight into their padded rows;
+//! its register tiles run on across line ends, so even a 7-pixel-wide map gets full tiles. The stem's
+//! rows are written row by row, as [`crate::kernels::conv_dense`] writes them.
 
 use crate::kernels::{
-    channel_sums, depthwise_rows, for_chunks, geometry_of, padded_size, total_sums, Exec,
-    FeatureMap, Geometry, MapView,
+    channel_sums, dense_row, depthwise_rows, for_chunks, geometry_of, padded_size, total_sums,
+    Exec, FeatureMap, Geometry, MapView,
 };
 use crate::layers::PreparedConv;
 use crate::panels::{self, gemm_lines, Dest, Epilogue};
@@ -34,36 +36,46 @@ pub fn expand_depthwise(
     exec: Exec,
     with_sums: bool,
 ) -> (FeatureMap, Vec<f64>) {
-    let stage = Fused::new(x, expand, depthwise, padding, with_sums);
-    let g = stage.g;
-    let ch = depthwise.out_channels;
-    let row_len = g.out_w * ch;
-    let mut out = pool::take(g.out_h * row_len);
-    let bands = if exec.parallel {
-        rayon::current_num_threads().clamp(1, g.out_h)
-    } else {
-        1
-    };
-    let rows_per_band = g.out_h.div_ceil(bands);
-    let partial = for_chunks(&mut out, rows_per_band * row_len, bands > 1, |b, rows| {
-        stage.band(b * rows_per_band, rows)
-    });
-    let sums = total_sums(partial, if with_sums { ch } else { 0 });
-    (FeatureMap::from_buffer(out, g.out_h, g.out_w, ch), sums)
+    let stage = Fused::new(x, Producer::Expand(expand), depthwise, padding, with_sums);
+    stage.by_bands(exec)
 }
 
-/// A fused expand + depthwise stage: its operands and geometry. Split across threads either by bands of
-/// output rows ([`Fused::band`]) or, for a block on a narrow map, by ranges of channels
-/// ([`Fused::channel_range`], run by [`crate::channel_split`]): the expand GEMM then computes just a
-/// range's columns and the depthwise convolution (per channel by nature) just its channels, so threads
-/// share no work at all.
+/// `depthwise(dense(x))` for a dense k x k convolution `dense` (the stem), as [`expand_depthwise`].
+pub fn dense_depthwise(
+    x: &FeatureMap,
+    dense: &PreparedConv,
+    depthwise: &PreparedConv,
+    padding: Padding,
+    exec: Exec,
+    with_sums: bool,
+) -> (FeatureMap, Vec<f64>) {
+    let g = geometry_of(x.height, x.width, dense, padding);
+    let stage = Fused::new(x, Producer::Dense(dense, g), depthwise, padding, with_sums);
+    stage.by_bands(exec)
+}
+
+/// The convolution that writes the depthwise convolution's input rows.
+#[derive(Clone, Copy)]
+pub(crate) enum Producer<'a> {
+    /// A 1x1 convolution of the stage's input map.
+    Expand(&'a PreparedConv),
+    /// A dense k x k convolution of the stage's input, with its geometry on it.
+    Dense(&'a PreparedConv, Geometry),
+}
+
+/// A fused stage: its operands and geometry. Split across threads either by bands of output rows
+/// ([`Fused::band`]) or, for a block on a narrow map, by ranges of channels ([`Fused::channel_range`], run
+/// by [`crate::channel_split`]): the expand GEMM then computes just a range's columns and the depthwise
+/// convolution (per channel by nature) just its channels, so threads share no work at all.
 pub(crate) struct Fused<'a> {
     x: &'a FeatureMap,
-    expand: &'a PreparedConv,
+    producer: Producer<'a>,
     depthwise: &'a PreparedConv,
     g: Geometry,
     with_sums: bool,
-    /// `[rows, columns]` of the zero-padded expanded map. The buffered rows carry the padding, so every
+    /// `[rows, columns]` of the producer's output, the depthwise convolution's input.
+    size: [usize; 2],
+    /// `[rows, columns]` of that input zero-padded. The buffered rows carry the padding, so every
     /// depthwise block runs the check-free interior kernel.
     padded: [usize; 2],
 }
@@ -72,20 +84,45 @@ impl<'a> Fused<'a> {
     /// The stage on `x`; it takes the per-channel sums of its output if `with_sums`.
     pub(crate) fn new(
         x: &'a FeatureMap,
-        expand: &'a PreparedConv,
+        producer: Producer<'a>,
         depthwise: &'a PreparedConv,
         padding: Padding,
         with_sums: bool,
     ) -> Self {
-        let g = geometry_of(x.height, x.width, depthwise, padding);
+        let [height, width] = match producer {
+            Producer::Expand(_) => [x.height, x.width],
+            Producer::Dense(_, g) => [g.out_h, g.out_w],
+        };
+        let g = geometry_of(height, width, depthwise, padding);
         Self {
             x,
-            expand,
+            producer,
             depthwise,
             g,
             with_sums,
-            padded: padded_size(g, depthwise, x.height, x.width),
+            size: [height, width],
+            padded: padded_size(g, depthwise, height, width),
         }
+    }
+
+    /// The whole output, split across the rayon pool by bands of output rows when `exec.parallel`, and
+    /// the per-channel sums if pooling (else empty).
+    fn by_bands(&self, exec: Exec) -> (FeatureMap, Vec<f64>) {
+        let g = self.g;
+        let ch = self.depthwise.out_channels;
+        let row_len = g.out_w * ch;
+        let mut out = pool::take(g.out_h * row_len);
+        let bands = if exec.parallel {
+            rayon::current_num_threads().clamp(1, g.out_h)
+        } else {
+            1
+        };
+        let rows_per_band = g.out_h.div_ceil(bands);
+        let partial = for_chunks(&mut out, rows_per_band * row_len, bands > 1, |b, rows| {
+            self.band(b * rows_per_band, rows)
+        });
+        let sums = total_sums(partial, if self.with_sums { ch } else { 0 });
+        (FeatureMap::from_buffer(out, g.out_h, g.out_w, ch), sums)
     }
 
     /// Output rows and columns.
@@ -101,6 +138,9 @@ impl<'a> Fused<'a> {
         cols: Range<usize>,
         out: &mut [f32],
     ) -> Vec<f64> {
+        let Producer::Expand(expand) = self.producer else {
+            unreachable!("a stage split by channels expands (`splits_by_channels`)")
+        };
         let (x, g, c) = (self.x, self.g, cols.len());
         let [height, width] = self.padded;
         let (top, left) = (g.pad_top, g.pad_left);
@@ -126,8 +166,8 @@ impl<'a> Fused<'a> {
         unsafe {
             panels::gemm(
                 &x.data,
-                self.expand.panels().into(),
-                self.epilogue(),
+                expand.panels().into(),
+                epilogue(expand),
                 dest,
                 panels,
             )
@@ -175,25 +215,16 @@ impl Fused<'_> {
         (first, end.max(first))
     }
 
-    /// The expand convolution's bias and activation.
-    fn epilogue(&self) -> Epilogue<'_> {
-        Epilogue {
-            bias: &self.expand.bias,
-            activation: self.expand.activation,
-            residual: None,
-        }
-    }
-
-    /// Writes the expanded, zero-padded rows `[first, end)` of the padded map into `dst`: the image rows
-    /// among them in one GEMM call.
-    fn expand_rows(&self, first: usize, end: usize, dst: &mut [f32]) {
-        let (x, ch) = (self.x, self.depthwise.out_channels);
-        let (width, cin) = (x.width, x.channels);
+    /// Writes the zero-padded input rows `[first, end)` of the padded map into `dst`: the image rows among
+    /// them in one GEMM call for an expand convolution, row by row for a dense one.
+    fn produce_rows(&self, first: usize, end: usize, dst: &mut [f32]) {
+        let ch = self.depthwise.out_channels;
+        let [height, width] = self.size;
         let row = self.padded[1] * ch;
         // Padded rows `top..top + height` hold the image; the rest, and each row's margins, are zero.
         let (top, left) = (self.g.pad_top, self.g.pad_left);
         let lo = first.max(top).min(end);
-        let image = lo..end.min(top + x.height).max(lo);
+        let image = lo..end.min(top + height).max(lo);
         let dst = &mut dst[..(end - first) * row];
         zero_borders(
             dst,
@@ -204,15 +235,20 @@ impl Fused<'_> {
         if image.is_empty() {
             return;
         }
-        let src = &x.data[(image.start - top) * width * cin..(image.end - top) * width * cin];
         let out = &mut dst[(image.start - first) * row + left * ch..];
-        gemm_lines(
-            src,
-            self.expand.panels(),
-            self.epilogue(),
-            (width, row),
-            out,
-        );
+        match self.producer {
+            Producer::Expand(expand) => {
+                let cin = self.x.channels;
+                let src = &self.x.data
+                    [(image.start - top) * width * cin..(image.end - top) * width * cin];
+                gemm_lines(src, expand.panels(), epilogue(expand), (width, row), out);
+            }
+            Producer::Dense(dense, g) => {
+                for (i, y) in image.map(|r| r - top).enumerate() {
+                    dense_row(self.x, dense, g, y, &mut out[i * row..][..width * ch]);
+                }
+            }
+        }
     }
 
     /// Computes the band of output rows `first..` into `out`; returns their per-channel sums if pooling.
@@ -237,7 +273,7 @@ impl Fused<'_> {
                 0,
             );
             let new_first = a.max(held.1);
-            self.expand_rows(
+            self.produce_rows(
                 new_first,
                 b,
                 &mut buffer[kept * expanded_row..(b - a) * expanded_row],
@@ -262,5 +298,14 @@ impl Fused<'_> {
         }
         pool::give(buffer);
         total_sums(tile_sums, if self.with_sums { ch } else { 0 })
+    }
+}
+
+/// A convolution's bias and activation, as a GEMM epilogue.
+fn epilogue(c: &PreparedConv) -> Epilogue<'_> {
+    Epilogue {
+        bias: &c.bias,
+        activation: c.activation,
+        residual: None,
     }
 }

@@ -212,8 +212,17 @@ fn im2col(x: &FeatureMap, c: &PreparedConv, g: Geometry, first_pixel: usize, pat
 /// patches first.
 pub fn conv_dense(x: &FeatureMap, c: &PreparedConv, padding: Padding, exec: Exec) -> FeatureMap {
     let g = geometry(x, c, padding);
-    let (cin, k, s, n) = (c.in_channels, c.kernel, c.stride, c.out_channels);
+    let n = c.out_channels;
     let mut out = pool::take(g.out_h * g.out_w * n);
+    for_chunks(&mut out, g.out_w * n, exec.parallel, |oy, row| {
+        dense_row(x, c, g, oy, row)
+    });
+    FeatureMap::from_buffer(out, g.out_h, g.out_w, n)
+}
+
+/// Output row `oy` of the dense convolution `c` (geometry `g`) on `x`, into `row`.
+pub(crate) fn dense_row(x: &FeatureMap, c: &PreparedConv, g: Geometry, oy: usize, row: &mut [f32]) {
+    let (cin, k, s, n) = (c.in_channels, c.kernel, c.stride, c.out_channels);
     let (col_first, col_end) = taps_inside(g.pad_left, x.width, k, s);
     let (row_first, row_end) = taps_inside(g.pad_top, x.height, k, s);
     let layout = InputLayout {
@@ -225,28 +234,25 @@ pub fn conv_dense(x: &FeatureMap, c: &PreparedConv, padding: Padding, exec: Exec
         activation: c.activation,
         residual: None,
     };
-    for_chunks(&mut out, g.out_w * n, exec.parallel, |oy, row| {
-        let first_pixel = oy * g.out_w;
-        let inside = if (row_first..row_end).contains(&oy) {
-            col_first.min(g.out_w)..col_end.min(g.out_w)
-        } else {
-            0..0
-        };
-        // The first interior pixel's patch starts at input row `oy * s - pad_top`, column
-        // `inside.start * s - pad_left` (both in range when there is one, as its patch is inside).
-        let origin = || ((oy * s - g.pad_top) * x.width + inside.start * s - g.pad_left) * cin;
-        let (left, rest) = row.split_at_mut(inside.start * n);
-        let (middle, right) = rest.split_at_mut(inside.len() * n);
-        if !inside.is_empty()
-            && panels::gemm_patches(&x.data, origin(), layout, c.panels(), epilogue, middle)
-        {
-            dense_by_im2col(x, c, g, first_pixel, left);
-            dense_by_im2col(x, c, g, first_pixel + inside.end, right);
-        } else {
-            dense_by_im2col(x, c, g, first_pixel, row);
-        }
-    });
-    FeatureMap::from_buffer(out, g.out_h, g.out_w, n)
+    let first_pixel = oy * g.out_w;
+    let inside = if (row_first..row_end).contains(&oy) {
+        col_first.min(g.out_w)..col_end.min(g.out_w)
+    } else {
+        0..0
+    };
+    // The first interior pixel's patch starts at input row `oy * s - pad_top`, column
+    // `inside.start * s - pad_left` (both in range when there is one, as its patch is inside).
+    let origin = || ((oy * s - g.pad_top) * x.width + inside.start * s - g.pad_left) * cin;
+    let (left, rest) = row.split_at_mut(inside.start * n);
+    let (middle, right) = rest.split_at_mut(inside.len() * n);
+    if !inside.is_empty()
+        && panels::gemm_patches(&x.data, origin(), layout, c.panels(), epilogue, middle)
+    {
+        dense_by_im2col(x, c, g, first_pixel, left);
+        dense_by_im2col(x, c, g, first_pixel + inside.end, right);
+    } else {
+        dense_by_im2col(x, c, g, first_pixel, row);
+    }
 }
 
 /// The outputs of a dense convolution for consecutive pixels from `first_pixel` (as many as `out`
@@ -440,6 +446,59 @@ unsafe fn depthwise_interior_avx512<const B: usize>(
     }
 }
 
+/// [`depthwise_interior_avx512`] for pixels whose taps may fall in the padding: rows outside the image
+/// are skipped, and taps outside it load zeros through a masked load (which touches no memory).
+///
+/// # Safety
+/// The CPU must support AVX-512F and `c0 + 16 * B` must not exceed the channel count.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn depthwise_edge_avx512<const B: usize>(
+    x: &MapView,
+    c: &PreparedConv,
+    g: Geometry,
+    (oy, ox, count): (usize, usize, usize),
+    c0: usize,
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::{
+        _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_maskz_loadu_ps, _mm512_storeu_ps,
+    };
+    let (ch, k, s) = (x.channels.len(), c.kernel, c.stride);
+    let (weight, bias) = (&c.weight[x.channels.start..], &c.bias[x.channels.start..]);
+    // SAFETY (all loads below): weights and bias are inside their slices (`c0 + 16 * B <= ch`); an input
+    // load is unmasked only for a tap inside the image; stores go to `out`, which holds `count` pixels.
+    unsafe {
+        let mut acc: [[_; PIXELS]; B] =
+            std::array::from_fn(|b| [_mm512_loadu_ps(bias.as_ptr().add(c0 + b * LANES)); PIXELS]);
+        for ky in 0..k {
+            let Some(iy) = source(oy, s, ky, g.pad_top, x.height) else {
+                continue;
+            };
+            let row = x.data.as_ptr().add(iy * x.width * ch + c0);
+            for kx in 0..k {
+                let taps = weight.as_ptr().add((ky * k + kx) * c.out_channels + c0);
+                for (b, acc) in acc.iter_mut().enumerate() {
+                    let w = _mm512_loadu_ps(taps.add(b * LANES));
+                    for (p, a) in acc.iter_mut().enumerate() {
+                        let ix = source(ox + p, s, kx, g.pad_left, x.width);
+                        let mask = if ix.is_some() { u16::MAX } else { 0 };
+                        let at = row.wrapping_add(ix.unwrap_or(0) * ch + b * LANES);
+                        *a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, at), w, *a);
+                    }
+                }
+            }
+        }
+        let dst = out.as_mut_ptr().add(c0);
+        for (b, acc) in acc.iter().enumerate() {
+            for (p, a) in acc.iter().enumerate().take(count) {
+                _mm512_storeu_ps(dst.add(p * ch + b * LANES), avx512::apply(c.activation, *a));
+            }
+        }
+    }
+}
+
 #[multiversion(targets(
     "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma",
     "x86_64+avx2+fma"
@@ -482,6 +541,13 @@ pub(crate) fn depthwise_rows(
                 } else if interior {
                     // SAFETY: as above, without the ISA requirement.
                     unsafe { depthwise_interior(x, c, g, (oy, ox, count), c0, pixels, fused) };
+                } else if avx512 && c0 + 2 * LANES <= ch {
+                    // SAFETY: AVX-512F was detected; the condition keeps both channel blocks inside `ch`.
+                    unsafe { depthwise_edge_avx512::<2>(x, c, g, (oy, ox, count), c0, pixels) };
+                    c0 += LANES;
+                } else if avx512 {
+                    // SAFETY: as above, for one channel block.
+                    unsafe { depthwise_edge_avx512::<1>(x, c, g, (oy, ox, count), c0, pixels) };
                 } else {
                     depthwise_block::<LANES>(x, c, g, oy, ox, count, c0, pixels, fused);
                 }

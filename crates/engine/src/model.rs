@@ -3,7 +3,7 @@
 
 use crate::channel_split::{block_by_channels, splits_by_channels};
 use crate::error::{EngineError, Result};
-use crate::fused::expand_depthwise;
+use crate::fused::{dense_depthwise, expand_depthwise};
 use crate::kernels::{
     conv_dense, depthwise_pooling, geometry_of, global_average, linear, linear_batch, means,
     pointwise, pointwise_gated, se_gate, Exec, FeatureMap,
@@ -83,22 +83,47 @@ impl Engine {
 
     /// Pooled features, splitting the image's work across the rayon pool when `exec.parallel`.
     fn features_with(&self, image: &FeatureMap, exec: Exec) -> Result<Vec<f32>> {
-        let mut x = self.checked_stem(image, exec)?;
-        for b in &self.blocks {
+        let mut x = self.stem_stage(image, exec)?;
+        for b in &self.blocks[self.blocks_in_stem_stage()..] {
             x = self.block(b, x, exec);
         }
         Ok(self.head_pooled(x, exec))
     }
 
-    /// The stem convolution of a checked input image.
-    fn checked_stem(&self, image: &FeatureMap, exec: Exec) -> Result<FeatureMap> {
+    /// How many blocks [`Engine::stem_stage`] runs: the first block, when it neither expands nor adds a
+    /// residual, so that the stem's output is read only by its depthwise convolution.
+    fn blocks_in_stem_stage(&self) -> usize {
+        let fused = self
+            .blocks
+            .first()
+            .is_some_and(|b| b.expand.is_none() && !b.residual);
+        usize::from(fused)
+    }
+
+    /// The stem convolution of a checked input image, and the first block too where
+    /// [`Engine::blocks_in_stem_stage`] says so: then the stem is fused with that block's depthwise
+    /// convolution, and its output (B0's largest map, 112 x 112 x 32) is never stored whole.
+    fn stem_stage(&self, image: &FeatureMap, exec: Exec) -> Result<FeatureMap> {
         if image.channels != 3 || image.height == 0 || image.width == 0 {
             return Err(EngineError::BadInput(format!(
                 "expected a non-empty RGB image, got {}x{}x{}",
                 image.height, image.width, image.channels
             )));
         }
-        Ok(conv_dense(image, &self.stem, self.padding, exec))
+        if self.blocks_in_stem_stage() == 0 {
+            return Ok(conv_dense(image, &self.stem, self.padding, exec));
+        }
+        let b = &self.blocks[0];
+        let with_sums = b.se.is_some();
+        let (y, sums) = dense_depthwise(
+            image,
+            &self.stem,
+            &b.depthwise,
+            self.padding,
+            exec,
+            with_sums,
+        );
+        Ok(self.gated_project(b, y, sums, None, exec))
     }
 
     /// One MBConv block on `x` (whose buffer goes back to the pool).
@@ -108,11 +133,35 @@ impl Engine {
             pool::give(x.data);
             return out;
         }
-        let (y, gate) = self.depthwise_stage(b, &x, exec);
-        let residual = b.residual.then_some(&x);
+        // The expand convolution is fused into the depthwise pass, and the squeeze's channel sums are
+        // taken in that pass.
+        let with_sums = b.se.is_some();
+        let (y, sums) = match &b.expand {
+            Some(e) => expand_depthwise(&x, e, &b.depthwise, self.padding, exec, with_sums),
+            None => depthwise_pooling(&x, &b.depthwise, self.padding, exec, with_sums),
+        };
+        let out = self.gated_project(b, y, sums, b.residual.then_some(&x), exec);
+        pool::give(x.data);
+        out
+    }
+
+    /// The rest of a block after its depthwise convolution: the squeeze-excite gate from the channel
+    /// `sums` of the depthwise output `y`, and the project convolution of the gated `y` (plus the
+    /// residual). `y`'s buffer goes back to the pool.
+    fn gated_project(
+        &self,
+        b: &PreparedBlock,
+        y: FeatureMap,
+        sums: Vec<f64>,
+        residual: Option<&FeatureMap>,
+        exec: Exec,
+    ) -> FeatureMap {
+        let gate = b.se.as_ref().map(|(reduce, expand)| {
+            let mean = means(sums, y.height * y.width);
+            se_gate(&mean, reduce, expand)
+        });
         let out = pointwise_gated(&y, gate.as_deref(), &b.project, residual, exec);
         pool::give(y.data);
-        pool::give(x.data);
         out
     }
 
@@ -132,14 +181,16 @@ impl Engine {
     /// by image, keeping each image's larger maps in cache from one block to the next.
     fn features_group(&self, images: &[FeatureMap]) -> Vec<Result<Vec<f32>>> {
         let serial = Exec { parallel: false };
-        let split = images.first().map_or(0, |image| {
+        let first = self.blocks_in_stem_stage();
+        let split = images.first().map_or(first, |image| {
             self.first_weight_heavy(image.height, image.width)
+                .max(first)
         });
         let mut maps: Vec<Result<FeatureMap>> = images
             .iter()
             .map(|image| {
-                let mut x = self.checked_stem(image, serial)?;
-                for b in &self.blocks[..split] {
+                let mut x = self.stem_stage(image, serial)?;
+                for b in &self.blocks[first..split] {
                     x = self.block(b, x, serial);
                 }
                 Ok(x)
@@ -178,27 +229,6 @@ impl Engine {
             (h, w) = (g.out_h, g.out_w);
         }
         self.blocks.len()
-    }
-
-    /// A block's depthwise output and its squeeze-excite gate, which the project convolution applies to
-    /// its input. The expand convolution is fused into the depthwise pass, and the squeeze's channel sums
-    /// are taken in that pass.
-    fn depthwise_stage(
-        &self,
-        b: &PreparedBlock,
-        x: &FeatureMap,
-        exec: Exec,
-    ) -> (FeatureMap, Option<Vec<f32>>) {
-        let with_sums = b.se.is_some();
-        let (y, sums) = match &b.expand {
-            Some(e) => expand_depthwise(x, e, &b.depthwise, self.padding, exec, with_sums),
-            None => depthwise_pooling(x, &b.depthwise, self.padding, exec, with_sums),
-        };
-        let gate = b.se.as_ref().map(|(reduce, expand)| {
-            let mean = means(sums, y.height * y.width);
-            se_gate(&mean, reduce, expand)
-        });
-        (y, gate)
     }
 
     /// The classifier applied to pooled features.

@@ -5,7 +5,7 @@
 use effnet_arch::variant::Activation;
 use effnet_arch::Padding;
 use effnet_engine::channel_split::{block_by_channels, splits_by_channels};
-use effnet_engine::fused::expand_depthwise;
+use effnet_engine::fused::{dense_depthwise, expand_depthwise};
 use effnet_engine::kernels::{
     conv_dense, depthwise, depthwise_and_mean, linear, pointwise, pointwise_gated, squeeze_excite,
     Exec, FeatureMap,
@@ -123,11 +123,14 @@ fn channel_means(values: &[f32], channels: usize) -> Vec<f32> {
 }
 
 const SIZES: [(usize, usize); 5] = [(1, 1), (2, 3), (7, 7), (8, 8), (15, 9)];
+/// Maps at least 32 pixels wide, whose depthwise convolution reads the input where it is (taps in the
+/// padding skipped or masked) rather than a zero-padded copy.
+const WIDE: [(usize, usize); 2] = [(5, 37), (33, 34)];
 const EXECS: [Exec; 2] = [Exec { parallel: false }, Exec { parallel: true }];
 
 #[test]
 fn depthwise_matches_the_reference_on_odd_shapes() {
-    for (h, w) in SIZES {
+    for (h, w) in SIZES.into_iter().chain(WIDE) {
         for ch in [1, 17, 40] {
             for (k, stride) in [(3, 1), (3, 2), (5, 1), (5, 2)] {
                 for padding in [Padding::TfSame, Padding::Symmetric] {
@@ -239,6 +242,39 @@ fn fused_expand_depthwise_matches_the_two_reference_convolutions() {
                                 "expand+depthwise {h}x{w} {cin}->{mid} k{k} s{stride} {padding:?} {exec:?} pool {pool}"
                             );
                             let (got, sums) = expand_depthwise(&x, &e, &d, padding, exec, pool);
+                            close(&got.data, &want, &case);
+                            let n = (got.height * got.width) as f64;
+                            let mean: Vec<f32> = sums.iter().map(|s| (s / n) as f32).collect();
+                            close(&mean, if pool { &want_mean } else { &[] }, &case);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_dense_depthwise_matches_the_two_reference_convolutions() {
+    // The stem's shapes (3 -> 32, 3 x 3 at stride 2) and odd ones, on wide and narrow maps.
+    for (h, w) in [(34, 33), (9, 70), (7, 7), (1, 1), (12, 5)] {
+        for (cin, mid, stride) in [(3, 32, 2), (3, 17, 1), (5, 40, 2)] {
+            for (k, dw_stride) in [(3, 1), (5, 2)] {
+                for padding in [Padding::TfSame, Padding::Symmetric] {
+                    let x = FeatureMap::new(&values(h * w * cin, 24), h, w, cin);
+                    let stem = conv(cin, mid, 3, stride, false, Some(Activation::Swish), 25);
+                    let d = conv(mid, mid, k, dw_stride, true, Some(Activation::Swish), 26);
+                    let size = |n: usize| padding.along(n as u32, 3, stride as u32).output as usize;
+                    let stemmed = reference(&x, &stem, padding, false, None);
+                    let stemmed = FeatureMap::new(&stemmed, size(h), size(w), mid);
+                    let want = reference(&stemmed, &d, padding, true, None);
+                    let want_mean = channel_means(&want, mid);
+                    for exec in EXECS {
+                        for pool in [false, true] {
+                            let case = format!(
+                                "dense+depthwise {h}x{w} {cin}->{mid} s{stride}, k{k} s{dw_stride} {padding:?} {exec:?} pool {pool}"
+                            );
+                            let (got, sums) = dense_depthwise(&x, &stem, &d, padding, exec, pool);
                             close(&got.data, &want, &case);
                             let n = (got.height * got.width) as f64;
                             let mean: Vec<f32> = sums.iter().map(|s| (s / n) as f32).collect();
