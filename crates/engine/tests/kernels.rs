@@ -211,6 +211,26 @@ fn pointwise_with_and_without_residual_matches_the_reference() {
     }
 }
 
+/// A fused stage (`run(exec, pool)`), serial and threaded, with and without its channel sums, against
+/// the reference output `want`: the output and, when pooling, the channel means.
+fn check_fused_stage(case: &str, want: &[f32], run: impl Fn(Exec, bool) -> (FeatureMap, Vec<f64>)) {
+    for exec in EXECS {
+        for pool in [false, true] {
+            let case = format!("{case} {exec:?} pool {pool}");
+            let (got, sums) = run(exec, pool);
+            close(&got.data, want, &case);
+            let n = (got.height * got.width) as f64;
+            let mean: Vec<f32> = sums.iter().map(|s| (s / n) as f32).collect();
+            let want_mean = if pool {
+                channel_means(want, got.channels)
+            } else {
+                Vec::new()
+            };
+            close(&mean, &want_mean, &case);
+        }
+    }
+}
+
 #[test]
 fn fused_expand_depthwise_matches_the_two_reference_convolutions() {
     // Wide maps and narrow ones (whose buffered rows carry the padding); tall enough for several tiles
@@ -235,19 +255,13 @@ fn fused_expand_depthwise_matches_the_two_reference_convolutions() {
                     let expanded = reference(&x, &e, padding, false, None);
                     let expanded = FeatureMap::new(&expanded, h, w, mid);
                     let want = reference(&expanded, &d, padding, true, None);
-                    let want_mean = channel_means(&want, mid);
-                    for exec in EXECS {
-                        for pool in [false, true] {
-                            let case = format!(
-                                "expand+depthwise {h}x{w} {cin}->{mid} k{k} s{stride} {padding:?} {exec:?} pool {pool}"
-                            );
-                            let (got, sums) = expand_depthwise(&x, &e, &d, padding, exec, pool);
-                            close(&got.data, &want, &case);
-                            let n = (got.height * got.width) as f64;
-                            let mean: Vec<f32> = sums.iter().map(|s| (s / n) as f32).collect();
-                            close(&mean, if pool { &want_mean } else { &[] }, &case);
-                        }
-                    }
+                    check_fused_stage(
+                        &format!(
+                            "expand+depthwise {h}x{w} {cin}->{mid} k{k} s{stride} {padding:?}"
+                        ),
+                        &want,
+                        |exec, pool| expand_depthwise(&x, &e, &d, padding, exec, pool),
+                    );
                 }
             }
         }
@@ -268,19 +282,13 @@ fn fused_dense_depthwise_matches_the_two_reference_convolutions() {
                     let stemmed = reference(&x, &stem, padding, false, None);
                     let stemmed = FeatureMap::new(&stemmed, size(h), size(w), mid);
                     let want = reference(&stemmed, &d, padding, true, None);
-                    let want_mean = channel_means(&want, mid);
-                    for exec in EXECS {
-                        for pool in [false, true] {
-                            let case = format!(
-                                "dense+depthwise {h}x{w} {cin}->{mid} s{stride}, k{k} s{dw_stride} {padding:?} {exec:?} pool {pool}"
-                            );
-                            let (got, sums) = dense_depthwise(&x, &stem, &d, padding, exec, pool);
-                            close(&got.data, &want, &case);
-                            let n = (got.height * got.width) as f64;
-                            let mean: Vec<f32> = sums.iter().map(|s| (s / n) as f32).collect();
-                            close(&mean, if pool { &want_mean } else { &[] }, &case);
-                        }
-                    }
+                    check_fused_stage(
+                        &format!(
+                            "dense+depthwise {h}x{w} {cin}->{mid} s{stride}, k{k} s{dw_stride} {padding:?}"
+                        ),
+                        &want,
+                        |exec, pool| dense_depthwise(&x, &stem, &d, padding, exec, pool),
+                    );
                 }
             }
         }
