@@ -70,7 +70,7 @@ pub fn block_by_channels(x: &FeatureMap, block: &PreparedBlock, padding: Padding
         .par_iter_mut()
         .zip(shares.par_iter())
         .map(|(map, (channels, range))| {
-            let sums = stage.channel_range(range.clone(), channels.clone(), map);
+            let sums = stage.channel_range(range.clone(), map);
             block.se.as_ref().map_or_else(Vec::new, |(reduce, _)| {
                 let r = reduce.out_channels;
                 let rows = (&reduce.weight[channels.start * r..], r);

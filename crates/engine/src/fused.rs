@@ -17,7 +17,7 @@ use crate::kernels::{
     Exec, FeatureMap, Geometry, MapView,
 };
 use crate::layers::PreparedConv;
-use crate::panels::{self, gemm_lines, Dest, Epilogue};
+use crate::panels::{gemm_lines, Epilogue};
 use crate::pool;
 use effnet_arch::Padding;
 use std::ops::Range;
@@ -130,67 +130,17 @@ impl<'a> Fused<'a> {
         (self.g.out_h, self.g.out_w)
     }
 
-    /// The output channels `cols` (those of the expand `panels`) for every pixel, into `out`; returns
-    /// their sums if pooling.
-    pub(crate) fn channel_range(
-        &self,
-        panels: Range<usize>,
-        cols: Range<usize>,
-        out: &mut [f32],
-    ) -> Vec<f64> {
-        let Producer::Expand(expand) = self.producer else {
-            unreachable!("a stage split by channels expands (`splits_by_channels`)")
-        };
-        let (x, g, c) = (self.x, self.g, cols.len());
+    /// The output channels of the producer's `panels` for every pixel, into `out`; returns their sums if
+    /// pooling.
+    pub(crate) fn channel_range(&self, panels: Range<usize>, out: &mut [f32]) -> Vec<f64> {
+        let cols = self.producer_conv().panels().columns(&panels);
+        // This range's channels of the whole zero-padded input map.
         let [height, width] = self.padded;
-        let (top, left) = (g.pad_top, g.pad_left);
-        // This range's channels of the zero-padded expanded map: borders zeroed, image rows expanded in.
-        let mut expanded = pool::take(height * width * c);
-        let row = width * c;
-        zero_borders(
-            &mut expanded,
-            [top, top + x.height],
-            [left * c, (left + x.width) * c],
-            row,
-        );
-        let dest = Dest {
-            lines: Some((x.width, row)),
-            ..Dest::rows(
-                expanded[(top * width + left) * c..].as_mut_ptr(),
-                c,
-                cols.start,
-            )
-        };
-        // SAFETY: padded row `top + i` holds, from its left margin on, image row `i`'s `x.width` pixels of
-        // exactly the channels `cols` (the columns of `panels`), and `expanded` is exclusively borrowed.
-        unsafe {
-            panels::gemm(
-                &x.data,
-                expand.panels().into(),
-                epilogue(expand),
-                dest,
-                panels,
-            )
-        };
-        // The depthwise convolution on these channels (the view says which of its weights they take).
-        let view = MapView {
-            data: &expanded,
-            height,
-            width,
-            channels: cols,
-        };
-        let inner = Geometry {
-            pad_top: 0,
-            pad_left: 0,
-            ..g
-        };
-        depthwise_rows(&view, self.depthwise, inner, 0, out);
+        let mut expanded = pool::take(height * width * cols.len());
+        self.produce_rows(0, height, panels, &mut expanded);
+        let sums = self.convolve(&expanded, 0, cols, 0, out);
         pool::give(expanded);
-        if self.with_sums {
-            channel_sums(out, c)
-        } else {
-            Vec::new()
-        }
+        sums
     }
 }
 
@@ -215,10 +165,11 @@ impl Fused<'_> {
         (first, end.max(first))
     }
 
-    /// Writes the zero-padded input rows `[first, end)` of the padded map into `dst`: the image rows among
-    /// them in one GEMM call for an expand convolution, row by row for a dense one.
-    fn produce_rows(&self, first: usize, end: usize, dst: &mut [f32]) {
-        let ch = self.depthwise.out_channels;
+    /// Writes the zero-padded input rows `[first, end)` of the padded map into `dst`, the channels of the
+    /// producer's `panels` (all of them for a dense producer): the image rows among them in one GEMM call
+    /// for an expand convolution, row by row for a dense one.
+    fn produce_rows(&self, first: usize, end: usize, panels: Range<usize>, dst: &mut [f32]) {
+        let ch = self.producer_conv().panels().columns(&panels).len();
         let [height, width] = self.size;
         let row = self.padded[1] * ch;
         // Padded rows `top..top + height` hold the image; the rest, and each row's margins, are zero.
@@ -241,13 +192,59 @@ impl Fused<'_> {
                 let cin = self.x.channels;
                 let src = &self.x.data
                     [(image.start - top) * width * cin..(image.end - top) * width * cin];
-                gemm_lines(src, expand.panels(), epilogue(expand), (width, row), out);
+                let lines = (width, row);
+                gemm_lines(src, expand.panels(), epilogue(expand), lines, panels, out);
             }
             Producer::Dense(dense, g) => {
+                assert_eq!(
+                    panels,
+                    0..dense.panels().count(),
+                    "a dense producer makes every channel"
+                );
                 for (i, y) in image.map(|r| r - top).enumerate() {
                     dense_row(self.x, dense, g, y, &mut out[i * row..][..width * ch]);
                 }
             }
+        }
+    }
+
+    /// The convolution that makes the depthwise convolution's input.
+    fn producer_conv(&self) -> &PreparedConv {
+        match self.producer {
+            Producer::Expand(conv) | Producer::Dense(conv, _) => conv,
+        }
+    }
+
+    /// The depthwise convolution of the output rows from `o0` into `out`, from `rows`: rows of the padded
+    /// input map from row `first` on, holding the depthwise convolution's channels `channels`. Returns the
+    /// per-channel sums of `out` if pooling (else empty).
+    fn convolve(
+        &self,
+        rows: &[f32],
+        first: usize,
+        channels: Range<usize>,
+        o0: usize,
+        out: &mut [f32],
+    ) -> Vec<f64> {
+        let c = channels.len();
+        let width = self.padded[1];
+        let view = MapView {
+            data: rows,
+            height: rows.len() / (width * c),
+            width,
+            channels,
+        };
+        // Row `first` of the padded map is row 0 of the view; no padding is left to apply.
+        let g = Geometry {
+            pad_top: first,
+            pad_left: 0,
+            ..self.g
+        };
+        depthwise_rows(&view, self.depthwise, g, o0, out);
+        if self.with_sums {
+            channel_sums(out, c)
+        } else {
+            Vec::new()
         }
     }
 
@@ -258,6 +255,7 @@ impl Fused<'_> {
         let expanded_row = width * ch;
         let out_row = self.g.out_w * ch;
         let most = (TILE_ROWS - 1) * self.depthwise.stride + self.depthwise.kernel;
+        let all_panels = 0..self.producer_conv().panels().count();
         let mut buffer = pool::take(most * expanded_row);
         let mut tile_sums = Vec::new();
         // The expanded rows `[held.0, held.1)` are in `buffer`, in order.
@@ -276,25 +274,12 @@ impl Fused<'_> {
             self.produce_rows(
                 new_first,
                 b,
+                all_panels.clone(),
                 &mut buffer[kept * expanded_row..(b - a) * expanded_row],
             );
             held = (a, b);
-            let view = MapView {
-                data: &buffer[..(b - a) * expanded_row],
-                height: b - a,
-                width,
-                channels: 0..ch,
-            };
-            // Row `a` of the padded map is row 0 of the view; no padding is left to apply.
-            let g = Geometry {
-                pad_top: a,
-                pad_left: 0,
-                ..self.g
-            };
-            depthwise_rows(&view, self.depthwise, g, o0, tile);
-            if self.with_sums {
-                tile_sums.push(channel_sums(tile, ch));
-            }
+            let rows = &buffer[..(b - a) * expanded_row];
+            tile_sums.push(self.convolve(rows, a, 0..ch, o0, tile));
         }
         pool::give(buffer);
         total_sums(tile_sums, if self.with_sums { ch } else { 0 })

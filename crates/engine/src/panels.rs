@@ -181,30 +181,33 @@ pub(crate) fn gemm_rows(x: &[f32], w: PanelRows, epilogue: Epilogue, out: &mut [
     unsafe { gemm(x, w, epilogue, dest, 0..w.count()) }
 }
 
-/// [`gemm_rows`] for pixel rows `x` that are whole lines of `width` pixels of an image, written into the
-/// lines of a wider (padded) map: line `i`'s outputs start at `out[i * line_stride]`, and what lies
-/// between them is left alone. One call covers many lines, so its register tiles are full even on a
-/// 7-pixel-wide map.
+/// [`gemm_rows`] restricted to the columns of `panels`, for pixel rows `x` that are whole lines of `width`
+/// pixels of an image, written into the lines of a wider (padded) map of just those columns: line `i`'s
+/// outputs start at `out[i * line_stride]`, and what lies between them is left alone. One call covers
+/// many lines, so its register tiles are full even on a 7-pixel-wide map.
 pub(crate) fn gemm_lines(
     x: &[f32],
     w: &Panels,
     epilogue: Epilogue,
     (width, line_stride): (usize, usize),
+    panels: Range<usize>,
     out: &mut [f32],
 ) {
+    let cols = w.columns(&panels);
     let w = PanelRows::from(w);
-    let m = x.len() / w.k.max(1);
+    let (m, c) = (x.len() / w.k.max(1), cols.len());
     assert!(
         x.len() == m * w.k && width > 0 && m.is_multiple_of(width) && epilogue.residual.is_none()
     );
-    assert!(width * w.n() <= line_stride && epilogue.bias.len() == w.n());
-    assert!(m == 0 || (m / width - 1) * line_stride + width * w.n() <= out.len());
+    assert!(panels.end <= w.count() && width * c <= line_stride && epilogue.bias.len() == w.n());
+    assert!(m == 0 || (m / width - 1) * line_stride + width * c <= out.len());
     let dest = Dest {
         lines: Some((width, line_stride)),
-        ..Dest::rows(out.as_mut_ptr(), w.n(), 0)
+        ..Dest::rows(out.as_mut_ptr(), c, cols.start)
     };
-    // SAFETY: `out` is exclusively borrowed and holds every line's `width x n` outputs (asserted above).
-    unsafe { gemm(x, w, epilogue, dest, 0..w.count()) }
+    // SAFETY: `out` is exclusively borrowed and holds every line's `width` pixels of the columns of
+    // `panels` (asserted above).
+    unsafe { gemm(x, w, epilogue, dest, panels) }
 }
 
 /// Where [`gemm`] writes: column `c` of product row `r` goes to `start(r) + c - first_col`, where `start(r)`
