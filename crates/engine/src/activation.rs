@@ -49,9 +49,9 @@ pub fn apply(activation: Option<Activation>, values: &mut [f32]) {
 /// for `2^f` and `scalef` for the power of two (which also sends `v` far below -126 to 0, so no upper
 /// clamp is needed), then `1 / (1 + e)` by the hardware reciprocal estimate plus one Newton step (the
 /// divide unit was the bottleneck of every swish-heavy pass). 14 instructions for 16 swish values, two
-/// fewer than a round-to-nearest reduction by constants with clamps on both sides. The product `-x
-/// log2(e)` carries a relative error of 2^-24, up to 8e-6 in `e^-x` at |x| = 88, but the sigmoid's
-/// error is that times `s (1 - s)`, which is tiny wherever `|x|` is large.
+/// fewer than a round-to-nearest reduction by constants with clamps on both sides. The rounded product
+/// `v` is off by up to `|v| 2^-24`, 5e-6 relative in `e^-x` at x = -88, but the sigmoid's error is that
+/// times `s (1 - s)`, which is tiny wherever `|x|` is large.
 #[cfg(target_arch = "x86_64")]
 pub mod avx512 {
     use std::arch::x86_64::*;
