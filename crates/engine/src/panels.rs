@@ -616,7 +616,7 @@ unsafe fn tile<const R: usize, const V: usize>(at: Tile, activation: Option<Acti
 /// Stores a tile's accumulators after `activation` (and the residual, if any), under the panel's column
 /// masks. It takes them by value: given a reference, the compiler kept the accumulators in a stack array
 /// from their initialisation on, storing them there before the `k` loop and one of them in every step
-/// (the whole network took 1.02-1.03x as long).
+/// (the whole network took about 1.01-1.02x as long).
 ///
 /// # Safety
 /// As [`tile`].
