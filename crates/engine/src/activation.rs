@@ -52,6 +52,37 @@ pub fn apply(activation: Option<Activation>, values: &mut [f32]) {
 /// fewer than a round-to-nearest reduction by constants with clamps on both sides. The rounded product
 /// `v` is off by up to `|v| 2^-24`, 5e-6 relative in `e^-x` at x = -88, but the sigmoid's error is that
 /// times `s (1 - s)`, which is tiny wherever `|x|` is large.
+/// Evaluates `$body` with `$f` bound to the AVX-512 function of `$activation` (the identity for none): one
+/// copy of `$body` per activation, so a store loop inside it never branches on the activation. Shared by
+/// the GEMM tile and the depthwise kernels.
+#[cfg(target_arch = "x86_64")]
+macro_rules! with_avx512_activation {
+    ($activation:expr, |$f:ident| $body:expr) => {{
+        use effnet_arch::variant::Activation;
+        use $crate::activation::avx512;
+        match $activation {
+            None => {
+                let $f = |y: std::arch::x86_64::__m512| y;
+                $body
+            }
+            Some(Activation::Swish) => {
+                let $f = |y| avx512::swish(y);
+                $body
+            }
+            Some(Activation::Relu6) => {
+                let $f = |y| avx512::relu6(y);
+                $body
+            }
+            Some(Activation::Sigmoid) => {
+                let $f = |y| avx512::sigmoid(y);
+                $body
+            }
+        }
+    }};
+}
+#[cfg(target_arch = "x86_64")]
+pub(crate) use with_avx512_activation;
+
 #[cfg(target_arch = "x86_64")]
 pub mod avx512 {
     use std::arch::x86_64::*;

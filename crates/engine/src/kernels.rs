@@ -8,7 +8,7 @@
 
 use crate::activation::apply;
 #[cfg(target_arch = "x86_64")]
-use crate::activation::avx512;
+use crate::activation::with_avx512_activation;
 use crate::buffer::{aligned, Buffer};
 use crate::layers::{PreparedConv, PreparedLinear};
 use crate::panels::{self, Epilogue, InputLayout, Panels};
@@ -412,19 +412,13 @@ macro_rules! bias_accumulators {
 macro_rules! store_accumulators {
     ($acc:expr, $activation:expr, $out:expr, ($ch:expr, $c0:expr, $count:expr)) => {
         let dst = $out.as_mut_ptr().add($c0);
-        match $activation {
-            None => store_accumulators!(@each $acc, dst, ($ch, $count), |y| y),
-            Some(Activation::Swish) => store_accumulators!(@each $acc, dst, ($ch, $count), avx512::swish),
-            Some(Activation::Relu6) => store_accumulators!(@each $acc, dst, ($ch, $count), avx512::relu6),
-            Some(Activation::Sigmoid) => store_accumulators!(@each $acc, dst, ($ch, $count), avx512::sigmoid),
-        }
-    };
-    (@each $acc:expr, $dst:expr, ($ch:expr, $count:expr), $f:expr) => {
-        for (b, acc) in $acc.iter().enumerate() {
-            for (p, a) in acc.iter().enumerate().take($count) {
-                std::arch::x86_64::_mm512_storeu_ps($dst.add(p * $ch + b * LANES), $f(*a));
+        with_avx512_activation!($activation, |f| {
+            for (b, acc) in $acc.iter().enumerate() {
+                for (p, a) in acc.iter().enumerate().take($count) {
+                    std::arch::x86_64::_mm512_storeu_ps(dst.add(p * $ch + b * LANES), f(*a));
+                }
             }
-        }
+        })
     };
 }
 

@@ -8,9 +8,9 @@
 //! plus that pass. On CPUs without AVX-512 the `gemm` crate runs each panel, followed by a vectorised
 //! epilogue pass.
 
-#[cfg(target_arch = "x86_64")]
-use crate::activation::avx512;
 use crate::activation::sigmoid;
+#[cfg(target_arch = "x86_64")]
+use crate::activation::{avx512, with_avx512_activation};
 use crate::buffer::{zeros, Buffer};
 use crate::kernels::matmul_strided;
 use crate::pool;
@@ -604,12 +604,7 @@ unsafe fn tile<const R: usize, const V: usize>(at: Tile, activation: Option<Acti
             weights = weights.add(len * PANEL);
         }
         // One store loop per activation, so no register's epilogue branches on it.
-        match activation {
-            None => store(acc, at, masks, |y| y),
-            Some(Activation::Swish) => store(acc, at, masks, |y| avx512::swish(y)),
-            Some(Activation::Relu6) => store(acc, at, masks, |y| avx512::relu6(y)),
-            Some(Activation::Sigmoid) => store(acc, at, masks, |y| avx512::sigmoid(y)),
-        }
+        with_avx512_activation!(activation, |f| store(acc, at, masks, f))
     }
 }
 
