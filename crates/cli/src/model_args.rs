@@ -12,7 +12,11 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
     /// A named model (b0..b8, l2, lite0..lite4); with scaling flags, the base that is scaled.
+    #[arg(value_name = "MODEL")]
     pub model: Option<String>,
+    /// The same as MODEL, given as a flag (as `predict` and `train` take it).
+    #[arg(long = "model", value_name = "MODEL", conflicts_with = "model")]
+    pub model_flag: Option<String>,
     /// Base to scale: a model name or comma-separated TF block strings (default b0).
     #[arg(long)]
     pub base: Option<String>,
@@ -92,10 +96,11 @@ pub fn base_config(base: Option<&str>) -> Result<NetworkConfig> {
 impl ModelArgs {
     /// The configuration these flags describe.
     pub fn config(&self) -> Result<NetworkConfig> {
-        if self.model.is_some() && self.base.is_some() {
+        let model = self.model.as_deref().or(self.model_flag.as_deref());
+        if model.is_some() && self.base.is_some() {
             bail!("give either a model name or --base, not both");
         }
-        let base = base_config(self.base.as_deref().or(self.model.as_deref()))?;
+        let base = base_config(self.base.as_deref().or(model))?;
         let custom_dims = self.width.is_some() || self.depth.is_some() || self.resolution.is_some();
         let mut config = match (self.scaling.phi, custom_dims) {
             (Some(_), true) => bail!("--phi and --width/--depth/--resolution exclude each other"),

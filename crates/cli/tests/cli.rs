@@ -89,6 +89,54 @@ fn custom_networks_come_from_phi_or_from_w_d_r() {
 }
 
 #[test]
+fn bench_json_reports_the_median_latency_and_its_throughput() {
+    let args = |model: &[&'static str]| {
+        let mut a = vec!["bench"];
+        a.extend_from_slice(model);
+        a.extend([
+            "--batch",
+            "2",
+            "--threads",
+            "1",
+            "--resolution",
+            "64",
+            "--warmup",
+            "1",
+            "--runs",
+            "3",
+            "--min-seconds",
+            "0",
+            "--json",
+        ]);
+        a
+    };
+    let v = json(&args(&["--model", "b0"]));
+    assert_eq!(v["resolution"], 64);
+    assert_eq!(v["batch"], 2);
+    assert_eq!(v["threads"], 1);
+    assert!(v["runs"].as_u64().unwrap() >= 3);
+    let median = v["ms_per_batch"].as_f64().unwrap();
+    let best = v["ms_per_batch_min"].as_f64().unwrap();
+    assert!(
+        0.0 < best && best <= median,
+        "best {best} ms, median {median} ms"
+    );
+    let throughput = v["images_per_sec"].as_f64().unwrap();
+    assert!(
+        (throughput * median / 2e3 - 1.0).abs() < 1e-9,
+        "2 images per median batch"
+    );
+    let info = json(&["info", "b0", "--resolution", "64", "--json"]);
+    assert_eq!(
+        v["macs_per_image"], info["macs"],
+        "the network `info` describes"
+    );
+    let positional = json(&args(&["b0"]));
+    assert_eq!(positional["macs_per_image"], v["macs_per_image"]);
+    fails_cleanly(&args(&["b0", "--model", "b1"]), "cannot be used with");
+}
+
+#[test]
 fn scale_reports_the_formula_next_to_the_real_ratio() {
     let v = json(&["scale", "--phi", "2", "--json"]);
     let factor = v["flops_factor"].as_f64().unwrap();
