@@ -42,16 +42,6 @@ pub fn apply(activation: Option<Activation>, values: &mut [f32]) {
     }
 }
 
-/// The activations on 16 AVX-512 lanes (AVX-512F and DQ, which every AVX-512 server CPU has). Only two
-/// ports execute 512-bit arithmetic, so the sigmoid is written for the fewest instructions: `x` clamped
-/// below at -88 (where f32's sigmoid is already 0, and `e^-x` stays finite), `e^-x = 2^v` for
-/// `v = -x log2(e)` split by `reduce` into `floor(v)` and `f` in [0, 1), a degree-5 minimax polynomial
-/// for `2^f` and `scalef` for the power of two (which also sends `v` far below -126 to 0, so no upper
-/// clamp is needed), then `1 / (1 + e)` by the hardware reciprocal estimate plus one Newton step (the
-/// divide unit was the bottleneck of every swish-heavy pass). 14 instructions for 16 swish values, two
-/// fewer than a round-to-nearest reduction by constants with clamps on both sides. The rounded product
-/// `v` is off by up to `|v| 2^-24`, 5e-6 relative in `e^-x` at x = -88, but the sigmoid's error is that
-/// times `s (1 - s)`, which is tiny wherever `|x|` is large.
 /// Evaluates `$body` with `$f` bound to the AVX-512 function of `$activation` (the identity for none): one
 /// copy of `$body` per activation, so a store loop inside it never branches on the activation. Shared by
 /// the GEMM tile and the depthwise kernels.
@@ -83,6 +73,16 @@ macro_rules! with_avx512_activation {
 #[cfg(target_arch = "x86_64")]
 pub(crate) use with_avx512_activation;
 
+/// The activations on 16 AVX-512 lanes (AVX-512F and DQ, which every AVX-512 server CPU has). Only two
+/// ports execute 512-bit arithmetic, so the sigmoid is written for the fewest instructions: `x` clamped
+/// below at -88 (where f32's sigmoid is already 0, and `e^-x` stays finite), `e^-x = 2^v` for
+/// `v = -x log2(e)` split by `reduce` into `floor(v)` and `f` in [0, 1), a degree-5 minimax polynomial
+/// for `2^f` and `scalef` for the power of two (which also sends `v` far below -126 to 0, so no upper
+/// clamp is needed), then `1 / (1 + e)` by the hardware reciprocal estimate plus one Newton step (the
+/// divide unit was the bottleneck of every swish-heavy pass). 14 instructions for 16 swish values, two
+/// fewer than a round-to-nearest reduction by constants with clamps on both sides. The rounded product
+/// `v` is off by up to `|v| 2^-24`, 5e-6 relative in `e^-x` at x = -88, but the sigmoid's error is that
+/// times `s (1 - s)`, which is tiny wherever `|x|` is large.
 #[cfg(target_arch = "x86_64")]
 pub mod avx512 {
     use std::arch::x86_64::*;
