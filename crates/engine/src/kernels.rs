@@ -287,9 +287,9 @@ fn multiply_add(a: f32, b: f32, c: f32, fused: bool) -> f32 {
 }
 
 /// Channels per register block of the depthwise kernel (one AVX-512 register).
-const LANES: usize = 16;
+pub(crate) const LANES: usize = 16;
 /// Output pixels per register block of the depthwise kernel.
-const PIXELS: usize = 4;
+pub(crate) const PIXELS: usize = 4;
 
 /// Up to [`PIXELS`] horizontally adjacent output pixels starting at `ox`, channels `c0..c0 + W`: the
 /// accumulators stay in registers across all k*k taps; taps that fall in the padding are skipped.
@@ -427,6 +427,7 @@ macro_rules! store_accumulators {
 /// independent accumulators (and, after them, eight independent activations) keep both FMA units busy
 /// through the four-cycle latency, where four left half of them idle. Written with intrinsics because the
 /// compiler spilled the generic version's accumulators to the stack and left the multiply and add unfused.
+/// (The interior of a 5 x 5 kernel's rows runs in [`crate::depthwise_span`] instead.)
 ///
 /// # Safety
 /// The CPU must support AVX-512F and DQ, and the conditions of [`depthwise_interior`] must hold for every
@@ -444,11 +445,6 @@ unsafe fn depthwise_interior_avx512<const B: usize>(
 ) {
     use std::arch::x86_64::{_mm512_fmadd_ps, _mm512_loadu_ps};
     let (ch, k, s) = (x.channels.len(), c.kernel, c.stride);
-    // (A 3 x 3 kernel gains too little from the input reuse and measured slower.)
-    if (k, s) == (5, 1) {
-        // SAFETY: forwarded.
-        return unsafe { depthwise_stride1_avx512::<B, 5>(x, c, g, (oy, ox, count), c0, out) };
-    }
     let step = s * ch;
     let (weight, bias) = (&c.weight[x.channels.start..], &c.bias[x.channels.start..]);
     // SAFETY (all pointer arithmetic and loads below): the caller guarantees every tap is inside the image
@@ -472,85 +468,6 @@ unsafe fn depthwise_interior_avx512<const B: usize>(
             }
         }
         store_accumulators!(acc, c.activation, out, (ch, c0, count));
-    }
-}
-
-/// [`depthwise_interior_avx512`] for a `K x K` kernel at stride 1, where the [`PIXELS`] adjacent pixels
-/// share most of their inputs: each kernel row's weights are held in registers and each of the row's
-/// `K + PIXELS - 1` input pixels is loaded once and multiplied into every accumulator it feeds (for
-/// 5 x 5, 8 loads per row and channel block instead of 20: the general kernel is bound by its loads).
-///
-/// # Safety
-/// As [`depthwise_interior_avx512`]; `c` must be a `K x K` kernel at stride 1, `K <= 5`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512dq")]
-unsafe fn depthwise_stride1_avx512<const B: usize, const K: usize>(
-    x: &MapView,
-    c: &PreparedConv,
-    g: Geometry,
-    (oy, ox, count): (usize, usize, usize),
-    c0: usize,
-    out: &mut [f32],
-) {
-    use std::arch::x86_64::_mm512_loadu_ps;
-    let ch = x.channels.len();
-    let (weight, bias) = (&c.weight[x.channels.start..], &c.bias[x.channels.start..]);
-    // SAFETY (all pointer arithmetic and loads below): the caller guarantees every tap is inside the image
-    // (so `ox >= pad_left` and `oy >= pad_top`) and `c0 + 16 * B <= ch`; stores go to `out`, which holds
-    // `count` pixels of `ch` channels.
-    unsafe {
-        let mut acc = bias_accumulators!(B, bias, c0);
-        for ky in 0..K {
-            let row = x
-                .data
-                .as_ptr()
-                .add(((oy + ky - g.pad_top) * x.width + ox - g.pad_left) * ch + c0);
-            let taps = weight.as_ptr().add(ky * K * c.out_channels + c0);
-            let w: [[_; K]; B] = std::array::from_fn(|b| {
-                std::array::from_fn(|kx| _mm512_loadu_ps(taps.add(kx * c.out_channels + b * LANES)))
-            });
-            input_column::<B, K, 0>(row, ch, &w, &mut acc);
-            input_column::<B, K, 1>(row, ch, &w, &mut acc);
-            input_column::<B, K, 2>(row, ch, &w, &mut acc);
-            input_column::<B, K, 3>(row, ch, &w, &mut acc);
-            input_column::<B, K, 4>(row, ch, &w, &mut acc);
-            input_column::<B, K, 5>(row, ch, &w, &mut acc);
-            input_column::<B, K, 6>(row, ch, &w, &mut acc);
-            input_column::<B, K, 7>(row, ch, &w, &mut acc);
-        }
-        store_accumulators!(acc, c.activation, out, (ch, c0, count));
-    }
-}
-
-/// Input pixel `COLUMN` of a kernel row (from `row`, pixels `ch` floats apart) into every accumulator of
-/// [`depthwise_stride1_avx512`] that takes it: pixel `p` at tap `COLUMN - p`; nothing (not even a load)
-/// for a column past the row's `K + PIXELS - 1`. A constant column lets the compiler resolve every tap
-/// and keep weights and accumulators in registers.
-///
-/// # Safety
-/// The CPU must support AVX-512F and DQ, and for a column the row has, the `16 * B` floats from
-/// `row + COLUMN * ch` must be readable.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512dq")]
-#[inline]
-unsafe fn input_column<const B: usize, const K: usize, const COLUMN: usize>(
-    row: *const f32,
-    ch: usize,
-    w: &[[std::arch::x86_64::__m512; K]; B],
-    acc: &mut [[std::arch::x86_64::__m512; PIXELS]; B],
-) {
-    use std::arch::x86_64::{_mm512_fmadd_ps, _mm512_loadu_ps};
-    if COLUMN >= K + PIXELS - 1 {
-        return;
-    }
-    for (b, acc) in acc.iter_mut().enumerate() {
-        // SAFETY: the caller's contract.
-        let v = unsafe { _mm512_loadu_ps(row.add(COLUMN * ch + b * LANES)) };
-        for (p, a) in acc.iter_mut().enumerate() {
-            if COLUMN >= p && COLUMN - p < K {
-                *a = _mm512_fmadd_ps(v, w[b][COLUMN - p], *a);
-            }
-        }
     }
 }
 
@@ -622,14 +539,32 @@ pub(crate) fn depthwise_rows(
     // a full block (padded copies are made that wide); only `count` of its pixels are stored.
     let (col_first, col_end) = taps_inside(g.pad_left, x.width, k, s);
     let (row_first, row_end) = taps_inside(g.pad_top, x.height, k, s);
+    // The blocks all of whose taps are inside, in rows that are inside too.
+    let span = col_first.next_multiple_of(PIXELS)
+        ..(col_end / PIXELS * PIXELS).min(g.out_w.next_multiple_of(PIXELS));
     for (r, row_out) in out.chunks_exact_mut(g.out_w * ch).enumerate() {
         let oy = first_row + r;
         let row_inside = oy >= row_first && oy < row_end;
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX-512F and DQ were detected; every tap of the span's blocks is inside `x`.
+        let spanned = avx512
+            && row_inside
+            && !span.is_empty()
+            && unsafe {
+                crate::depthwise_span::depthwise_span(x, c, g, (oy, span.clone()), row_out)
+            };
+        #[cfg(not(target_arch = "x86_64"))]
+        let spanned = false;
         for ox in (0..g.out_w).step_by(PIXELS) {
             let count = PIXELS.min(g.out_w - ox);
             let pixels = &mut row_out[ox * ch..];
             let interior = row_inside && ox >= col_first && ox + PIXELS <= col_end;
-            let mut c0 = 0;
+            // The span did this block's whole 16-channel blocks.
+            let mut c0 = if spanned && span.contains(&ox) {
+                ch / LANES * LANES
+            } else {
+                0
+            };
             while c0 + LANES <= ch {
                 if interior && avx512 && c0 + 2 * LANES <= ch {
                     // SAFETY: AVX-512F and DQ were detected; `interior` means every tap of these pixels is

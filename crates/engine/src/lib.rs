@@ -4,6 +4,8 @@
 pub mod activation;
 pub mod buffer;
 pub mod channel_split;
+#[cfg(target_arch = "x86_64")]
+mod depthwise_span;
 pub mod error;
 pub mod fused;
 pub mod kernels;
@@ -11,6 +13,8 @@ pub mod layers;
 pub mod model;
 pub(crate) mod panels;
 pub(crate) mod pool;
+#[cfg(target_arch = "x86_64")]
+mod tile_asm;
 
 pub use error::{EngineError, Result};
 pub use kernels::FeatureMap;

@@ -131,7 +131,7 @@ const EXECS: [Exec; 2] = [Exec { parallel: false }, Exec { parallel: true }];
 #[test]
 fn depthwise_matches_the_reference_on_odd_shapes() {
     for (h, w) in SIZES.into_iter().chain(WIDE) {
-        for ch in [1, 17, 40] {
+        for ch in [1, 17, 40, 56] {
             for (k, stride) in [(3, 1), (3, 2), (5, 1), (5, 2)] {
                 for padding in [Padding::TfSame, Padding::Symmetric] {
                     let x = FeatureMap::new(&values(h * w * ch, 3), h, w, ch);
