@@ -110,7 +110,7 @@ impl Panels {
     }
 }
 
-/// Consecutive rows `first..first + k` of packed weights, every column: [`gemm`]'s weight operand, so a
+/// Consecutive rows `first..first + k` of packed weights, every column: [`gemm()`]'s weight operand, so a
 /// product can run over part of `k` (inputs holding just those channels, for a sum of partial products).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PanelRows<'a> {
@@ -211,7 +211,7 @@ pub(crate) fn gemm_lines(
     unsafe { gemm(x, w, epilogue, dest, panels) }
 }
 
-/// Where [`gemm`] writes: column `c` of product row `r` goes to `start(r) + c - first_col`, where `start(r)`
+/// Where [`gemm()`] writes: column `c` of product row `r` goes to `start(r) + c - first_col`, where `start(r)`
 /// is `ptr + r * row_len`, or, with `lines = Some((per_line, stride))`,
 /// `ptr + (r / per_line) * stride + (r % per_line) * row_len`.
 #[derive(Debug, Clone, Copy)]
@@ -242,7 +242,7 @@ impl Dest {
     /// first of them goes.
     ///
     /// # Safety
-    /// Row `first` must be inside the destination (the contract of [`gemm`]).
+    /// Row `first` must be inside the destination (the contract of [`gemm()`]).
     unsafe fn run(&self, first: usize, m: usize) -> (usize, *mut f32) {
         let (per_line, line_stride) = self.lines.unwrap_or((m.max(1), 0));
         let (line, at) = (first / per_line, first % per_line);
@@ -281,7 +281,7 @@ pub(crate) unsafe fn gemm(
 /// The portable path: the `gemm` crate on each panel, then the epilogue on each row's panel columns.
 ///
 /// # Safety
-/// As [`gemm`].
+/// As [`gemm()`].
 unsafe fn gemm_portable(
     x: &[f32],
     w: PanelRows,
@@ -390,7 +390,7 @@ impl InputLayout {
 /// The AVX-512 path on plain rows of inputs.
 ///
 /// # Safety
-/// The CPU must support AVX-512F and DQ, and the contract of [`gemm`] must hold.
+/// The CPU must support AVX-512F and DQ, and the contract of [`gemm()`] must hold.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512dq")]
 unsafe fn gemm_avx512(
@@ -420,7 +420,7 @@ unsafe fn gemm_avx512(
 ///
 /// # Safety
 /// The CPU must support AVX-512F and DQ; every input `layout` addresses for the `m` pixels must be readable,
-/// and the rest of the contract of [`gemm`] must hold.
+/// and the rest of the contract of [`gemm()`] must hold.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512dq")]
 unsafe fn gemm_avx512_laid_out(
