@@ -539,7 +539,8 @@ pub(crate) fn depthwise_rows(
     // a full block (padded copies are made that wide); only `count` of its pixels are stored.
     let (col_first, col_end) = taps_inside(g.pad_left, x.width, k, s);
     let (row_first, row_end) = taps_inside(g.pad_top, x.height, k, s);
-    // The blocks all of whose taps are inside, in rows that are inside too.
+    // The first pixels of the row's blocks all of whose taps are inside (along the row): those from
+    // `col_first` on that end by `col_end`.
     let span = col_first.next_multiple_of(PIXELS)
         ..(col_end / PIXELS * PIXELS).min(g.out_w.next_multiple_of(PIXELS));
     for (r, row_out) in out.chunks_exact_mut(g.out_w * ch).enumerate() {
@@ -558,9 +559,9 @@ pub(crate) fn depthwise_rows(
         for ox in (0..g.out_w).step_by(PIXELS) {
             let count = PIXELS.min(g.out_w - ox);
             let pixels = &mut row_out[ox * ch..];
-            let interior = row_inside && ox >= col_first && ox + PIXELS <= col_end;
+            let interior = row_inside && span.contains(&ox);
             // The span did this block's whole 16-channel blocks.
-            let mut c0 = if spanned && span.contains(&ox) {
+            let mut c0 = if spanned && interior {
                 ch / LANES * LANES
             } else {
                 0

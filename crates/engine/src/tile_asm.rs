@@ -20,7 +20,7 @@ use std::arch::x86_64::__m512;
 const _: () = assert!(PANEL == 32, "a panel row is two AVX-512 registers");
 
 /// Bytes of one panel row.
-const PANEL_ROW_BYTES: usize = PANEL * 4;
+const PANEL_ROW_BYTES: usize = PANEL * std::mem::size_of::<f32>();
 /// How far ahead of the row being read the loop prefetches the panel, in bytes.
 const PREFETCH_BYTES: usize = PREFETCH_ROWS * PANEL_ROW_BYTES;
 
@@ -88,7 +88,7 @@ macro_rules! k_steps_for {
             w: *const f32,
             steps: usize,
         ) {
-            let stride = pixel * 4;
+            let stride = pixel * std::mem::size_of::<f32>();
             let b0 = x as usize;
             // SAFETY: the caller's contract: the inputs and panel rows the loop reads are readable and
             // `acc` holds a pair of registers for every pixel listed.
