@@ -122,15 +122,17 @@ def bench_ort(model_bytes, x, threads, args):
     return median_ms(lambda: session.run(None, {"input": x}), args.warmup, args.runs, args.min_seconds), session
 
 
-def bench_effnet(args, res):
+def bench_effnet(args, res, isa=None):
+    """effnet's median time, with its kernels forced to `isa` (EFFNET_ISA) when given."""
+    env = dict(os.environ, EFFNET_ISA=isa) if isa else None
     exe = os.path.join(ROOT, "target", "release", "effnet")
     cmd = [exe, "bench", args.model, "--batch", str(args.batch), "--threads", str(args.threads), "--resolution", str(res),
            "--warmup", str(args.warmup), "--runs", str(args.runs), "--min-seconds", str(args.min_seconds), "--json"]
     if args.train:
         cmd = [exe, "bench", args.model, "--train", "--batch", str(args.batch), "--threads", str(args.threads),
                "--resolution", str(res), "--runs", str(args.train_steps), "--json"]
-        return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)["ms_per_step"]
-    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)["ms_per_batch"]
+        return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout)["ms_per_step"]
+    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout)["ms_per_batch"]
 
 
 def import_torch():
@@ -262,7 +264,11 @@ def main():
     ap.add_argument("--train", action="store_true", help="time training steps instead of inference")
     ap.add_argument("--train-steps", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=3, help="alternating peer / effnet rounds")
+    ap.add_argument("--isa", default="",
+                    help="comma-separated instruction sets to time effnet on in each round (EFFNET_ISA: "
+                         "avx512, avx2, neon, portable); default: the fastest this CPU runs")
     args = ap.parse_args()
+    isas = [isa for isa in args.isa.split(",") if isa] or [None]
     res = reference.NETS[args.model][2]
     x = reference.hash_input(res).astype(np.float32)[None].repeat(args.batch, axis=0)
     # The peers are timed in alternating rounds, each one's runs next to effnet's, so that a slow spell of a
@@ -282,27 +288,33 @@ def main():
     else:
         peers.append((f"pytorch {torch.__version__.split('+')[0]}", lambda: bench_torch(torch, args.model, x, args)))
     times = {name: [] for name, _ in peers}
-    ratios = {name: [] for name, _ in peers}
-    ours_all = []
+    ratios = {(name, isa): [] for name, _ in peers for isa in isas}
+    ours_all = {isa: [] for isa in isas}
     for _ in range(args.rounds):
         for name, bench in peers:
             peer_ms = bench()
-            ours = bench_effnet(args, res)
             times[name].append(peer_ms)
-            ratios[name].append(ours / peer_ms)
-            ours_all.append(ours)
+            for isa in isas:
+                ours = bench_effnet(args, res, isa)
+                ratios[(name, isa)].append(ours / peer_ms)
+                ours_all[isa].append(ours)
     if not peers:
-        ours_all.append(bench_effnet(args, res))
+        for isa in isas:
+            ours_all[isa].append(bench_effnet(args, res, isa))
     what = "training step" if args.train else "batch"
     med = statistics.median
     print(f"{args.model} @{res}, batch {args.batch}, {args.threads} threads, {args.rounds} alternating rounds "
           f"(median ms per {what}; ratio = median over rounds of effnet / peer)")
     for name, _ in peers:
         ms = med(times[name])
-        print(f"  {name:16s} {ms:9.2f} ms  {args.batch * 1e3 / ms:8.1f} img/s   effnet/peer time {med(ratios[name]):5.2f}"
-              f"   (rounds: {' '.join(f'{r:.2f}' for r in ratios[name])})")
-    ours = med(ours_all)
-    print(f"  {'effnet':16s} {ours:9.2f} ms  {args.batch * 1e3 / ours:8.1f} img/s")
+        print(f"  {name:16s} {ms:9.2f} ms  {args.batch * 1e3 / ms:8.1f} img/s")
+    for isa in isas:
+        ours = med(ours_all[isa])
+        label = f"effnet {isa}" if isa else "effnet"
+        print(f"  {label:16s} {ours:9.2f} ms  {args.batch * 1e3 / ours:8.1f} img/s")
+        for name, _ in peers:
+            r = ratios[(name, isa)]
+            print(f"    / {name:14s} time {med(r):5.2f}   (rounds: {' '.join(f'{v:.2f}' for v in r)})")
 
 
 if __name__ == "__main__":

@@ -79,6 +79,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    // An instruction set forced through EFFNET_ISA that this machine cannot run is an error up front.
+    if let Err(e) = effnet_engine::isa::active() {
+        eprintln!("effnet: error: {e}");
+        return ExitCode::FAILURE;
+    }
     let result = match &cli.command {
         Command::Info(args) => commands::info::run(args, cli.json),
         Command::Scale(args) => commands::scale::run(args, cli.json),

@@ -15,11 +15,13 @@
 
 use crate::activation::apply;
 use crate::buffer::Buffer;
+use crate::feature_map::FeatureMap;
 use crate::fused::{Fused, Producer};
-use crate::kernels::{add_in_order, dense_vector, means, scale_rows, se_excite, FeatureMap};
 use crate::layers::PreparedBlock;
 use crate::panels::{gemm_rows, Epilogue};
 use crate::pool;
+use crate::reduce::{add_in_order, means};
+use crate::vector::{dense_vector, scale_rows, se_excite};
 use effnet_arch::Padding;
 use rayon::prelude::*;
 

@@ -8,6 +8,9 @@ pub enum EngineError {
     /// The input does not suit the network.
     #[error("bad input: {0}")]
     BadInput(String),
+    /// `EFFNET_ISA` names an instruction set this machine cannot run.
+    #[error("{0}")]
+    Isa(String),
 }
 
 /// Shorthand for results of this crate.

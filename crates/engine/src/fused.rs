@@ -12,13 +12,14 @@
 //! its register tiles run on across line ends, so even a 7-pixel-wide map gets full tiles. The stem's
 //! rows are written row by row, as [`crate::kernels::conv_dense`] writes them.
 
-use crate::kernels::{
-    channel_sums, dense_row, depthwise_rows, for_chunks, geometry_of, padded_size, total_sums,
-    Exec, FeatureMap, Geometry, MapView,
-};
+use crate::dense::dense_row;
+use crate::depthwise::{depthwise_rows, padded_size};
+use crate::feature_map::{for_chunks, Exec, FeatureMap, MapView};
+use crate::geometry::{geometry_of, Geometry};
 use crate::layers::PreparedConv;
 use crate::panels::{gemm_lines, Epilogue};
 use crate::pool;
+use crate::reduce::{channel_sums, total_sums};
 use effnet_arch::Padding;
 use std::ops::Range;
 

@@ -1,21 +1,28 @@
 //! EfficientNet CPU inference: NHWC kernels with batch norm folded at load, 1x1 convolutions as GEMM,
-//! TF "SAME" or symmetric padding computed per layer from the actual input size.
+//! TF "SAME" or symmetric padding computed per layer from the actual input size. The kernels come from a
+//! table chosen once for the CPU ([`isa`]): AVX-512, AVX2 + FMA, NEON, or portable Rust.
 
 pub mod activation;
 pub mod buffer;
 pub mod channel_split;
-#[cfg(target_arch = "x86_64")]
-mod depthwise_span;
+mod dense;
+mod depthwise;
 pub mod error;
+mod feature_map;
 pub mod fused;
+mod geometry;
+pub mod isa;
 pub mod kernels;
 pub mod layers;
 pub mod model;
 pub(crate) mod panels;
+mod pointwise;
 pub(crate) mod pool;
-#[cfg(target_arch = "x86_64")]
-mod tile_asm;
+mod reduce;
+mod tile;
+mod vector;
 
 pub use error::{EngineError, Result};
-pub use kernels::FeatureMap;
+pub use feature_map::FeatureMap;
+pub use isa::Isa;
 pub use model::Engine;

@@ -2,14 +2,17 @@
 //! batch).
 
 use crate::channel_split::{block_by_channels, splits_by_channels};
+use crate::dense::conv_dense;
+use crate::depthwise::depthwise_pooling;
 use crate::error::{EngineError, Result};
+use crate::feature_map::{Exec, FeatureMap};
 use crate::fused::{dense_depthwise, expand_depthwise};
-use crate::kernels::{
-    conv_dense, depthwise_pooling, geometry_of, global_average, linear, linear_batch, means,
-    pointwise, pointwise_gated, se_gate, Exec, FeatureMap,
-};
+use crate::geometry::geometry_of;
 use crate::layers::{prepare_conv, prepare_linear, PreparedBlock, PreparedConv, PreparedLinear};
+use crate::pointwise::{pointwise, pointwise_gated};
 use crate::pool;
+use crate::reduce::{global_average, means};
+use crate::vector::{linear, linear_batch, se_gate};
 use effnet_arch::{NetworkConfig, Padding, Plan};
 use effnet_weights::{LoadedWeights, Tensor};
 use rayon::prelude::*;

@@ -1,36 +1,20 @@
-//! The GEMM of 1x1 (and im2col'd dense) convolutions on AVX-512: weights packed once, when the layer is
-//! prepared, into panels of [`PANEL`] output channels, and a register-blocked kernel of [`TILE`] pixels x
-//! one panel that broadcasts each input value straight from the NHWC map (so the input needs no packing)
-//! and applies bias, activation and residual to its accumulators before their only store. The inner loop
-//! of the tiles that do nearly all of the work is in assembly, in [`crate::tile_asm`].
+//! The GEMM of 1x1 (and dense) convolutions: weights packed once, when the layer is prepared, into
+//! panels of [`PANEL`] output channels, and register tiles of pixels x one panel (the kernel table's
+//! tile kernel, see [`crate::tile`]) that read each input value straight from the NHWC map (so the input
+//! needs no packing) and apply bias, activation and residual before the output's only store.
 //!
 //! Written by hand because the `gemm` crate packs both operands on every call and leaves the epilogue to
-//! a second pass over the output: on B0's layer shapes this kernel takes 0.45-0.7x the time of `gemm`
-//! plus that pass. On CPUs without AVX-512 the `gemm` crate runs each panel, followed by a vectorised
-//! epilogue pass.
+//! a second pass over the output: on B0's layer shapes the AVX-512 kernel takes 0.45-0.7x the time of
+//! `gemm` plus that pass.
 
-use crate::activation::sigmoid;
-#[cfg(target_arch = "x86_64")]
-use crate::activation::{avx512, with_avx512_activation};
 use crate::buffer::{zeros, Buffer};
-use crate::kernels::matmul_strided;
+use crate::isa::kernels;
 use crate::pool;
 use effnet_arch::variant::Activation;
-use multiversion::multiversion;
 use std::ops::Range;
 
-/// Output channels per panel: two AVX-512 registers.
+/// Output channels per panel: two AVX-512 registers, four AVX2 ones, eight NEON ones.
 pub(crate) const PANEL: usize = 32;
-/// Pixels per register tile: 12 x 2 accumulators, 2 weight registers and the broadcast fit in 32 registers.
-pub(crate) const TILE: usize = 12;
-/// How many panel rows (of 128 bytes) ahead of its reads the kernel prefetches. At batch 1 every layer's
-/// weights come from memory once per image, and the hardware prefetcher, which stops at 4 KB pages, does
-/// not run far enough ahead of this FMA-bound loop: the first of the seven row passes over B0's 885 KB
-/// 192 -> 1152 expansion took 4.8x a warm pass without this, 2.7x with it. Panels are consecutive, so near
-/// a panel's end this fetches the start of the next one.
-pub(crate) const PREFETCH_ROWS: usize = 32;
-/// Lanes of one AVX-512 register.
-const LANES: usize = 16;
 
 /// A row-major `[k][n]` weight matrix as consecutive `[k][PANEL]` panels of columns, the last one padded
 /// with zeros to a whole number of registers.
@@ -126,18 +110,23 @@ impl<'a> From<&'a Panels> for PanelRows<'a> {
 }
 
 impl PanelRows<'_> {
+    /// Input channels (rows).
+    pub(crate) fn k(&self) -> usize {
+        self.k
+    }
+
     /// Output channels.
-    fn n(&self) -> usize {
+    pub(crate) fn n(&self) -> usize {
         self.panels.n
     }
 
     /// Number of panels.
-    fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.panels.count()
     }
 
     /// Panel `p`'s first row of these: `k` rows of [`PANEL`] floats follow it.
-    fn panel(&self, p: usize) -> &[f32] {
+    pub(crate) fn panel(&self, p: usize) -> &[f32] {
         &self.panels.data[(p * self.panels.k + self.first) * PANEL..][..self.k * PANEL]
     }
 }
@@ -243,7 +232,7 @@ impl Dest {
     ///
     /// # Safety
     /// Row `first` must be inside the destination (the contract of [`gemm()`]).
-    unsafe fn run(&self, first: usize, m: usize) -> (usize, *mut f32) {
+    pub(crate) unsafe fn run(&self, first: usize, m: usize) -> (usize, *mut f32) {
         let (per_line, line_stride) = self.lines.unwrap_or((m.max(1), 0));
         let (line, at) = (first / per_line, first % per_line);
         let offset = line * line_stride + at * self.row_len;
@@ -269,99 +258,10 @@ pub(crate) unsafe fn gemm(
     dest: Dest,
     panels: Range<usize>,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if avx512::detected() {
-        // SAFETY: AVX-512F and DQ were detected; the rest is the caller's contract.
-        return unsafe { gemm_avx512(x, w, epilogue, dest, panels) };
-    }
-    // SAFETY: the caller's contract.
-    unsafe { gemm_portable(x, w, epilogue, dest, panels) }
-}
-
-/// The portable path: the `gemm` crate on each panel, then the epilogue on each row's panel columns.
-///
-/// # Safety
-/// As [`gemm()`].
-unsafe fn gemm_portable(
-    x: &[f32],
-    w: PanelRows,
-    epilogue: Epilogue,
-    dest: Dest,
-    panels: Range<usize>,
-) {
-    let (k, n) = (w.k, w.n());
-    let m = x.len() / k.max(1);
-    let mut first = 0;
-    while first < m {
-        // SAFETY: row `first` is inside the destination (caller's contract).
-        let (rows, start) = unsafe { dest.run(first, m) };
-        for p in panels.clone() {
-            let cols = p * PANEL..((p + 1) * PANEL).min(n);
-            // SAFETY: the panel holds `k x PANEL` floats; the destination columns of these rows are ours
-            // (caller's contract).
-            unsafe {
-                let out = start.add(cols.start - dest.first_col);
-                matmul_strided(
-                    &x[first * k..(first + rows) * k],
-                    k,
-                    (w.panel(p).as_ptr(), PANEL),
-                    (out, dest.row_len),
-                    cols.len(),
-                    gemm::Parallelism::None,
-                );
-                for r in 0..rows {
-                    let row = std::slice::from_raw_parts_mut(out.add(r * dest.row_len), cols.len());
-                    let residual = epilogue
-                        .residual
-                        .map(|res| &res[(first + r) * n..][cols.clone()]);
-                    bias_activation_rows(
-                        row,
-                        &epilogue.bias[cols.clone()],
-                        epilogue.activation,
-                        residual,
-                    );
-                }
-            }
-        }
-        first += rows;
-    }
-}
-
-/// `v = act(v + bias) (+ residual)` over rows of `bias.len()` channels, one loop per activation so each
-/// vectorises.
-#[inline(always)]
-fn epilogue<F: Fn(f32) -> f32>(rows: &mut [f32], bias: &[f32], residual: Option<&[f32]>, act: F) {
-    let n = bias.len();
-    match residual {
-        Some(residual) => rows
-            .chunks_exact_mut(n)
-            .zip(residual.chunks_exact(n))
-            .for_each(|(row, res)| {
-                row.iter_mut()
-                    .zip(bias.iter().zip(res))
-                    .for_each(|(v, (b, r))| *v = act(*v + b) + r);
-            }),
-        None => rows
-            .chunks_exact_mut(n)
-            .for_each(|row| row.iter_mut().zip(bias).for_each(|(v, b)| *v = act(*v + b))),
-    }
-}
-
-/// The portable path's epilogue: bias, activation and residual over rows of `bias.len()` channels (the
-/// AVX-512 path applies them in registers instead).
-#[multiversion(targets("x86_64+avx2+fma"))]
-fn bias_activation_rows(
-    rows: &mut [f32],
-    bias: &[f32],
-    activation: Option<Activation>,
-    residual: Option<&[f32]>,
-) {
-    match activation {
-        None => epilogue(rows, bias, residual, |v| v),
-        Some(Activation::Swish) => epilogue(rows, bias, residual, |v| v * sigmoid(v)),
-        Some(Activation::Relu6) => epilogue(rows, bias, residual, |v| v.clamp(0.0, 6.0)),
-        Some(Activation::Sigmoid) => epilogue(rows, bias, residual, sigmoid),
-    }
+    let m = x.len() / w.k.max(1);
+    let layout = InputLayout::rows(w.k);
+    // SAFETY: the caller's contract; plain rows of `k` values are exactly `x`.
+    unsafe { (kernels().gemm)(x.as_ptr(), m, layout, w, epilogue, dest, panels) }
 }
 
 /// Where a GEMM finds each pixel's `k` inputs: value `j` of segment `s` of pixel `r` is at
@@ -379,7 +279,7 @@ pub(crate) struct InputLayout {
 
 impl InputLayout {
     /// Consecutive rows of `k` values.
-    fn rows(k: usize) -> Self {
+    pub(crate) fn rows(k: usize) -> Self {
         Self {
             pixel: k,
             segment: (k, 0),
@@ -387,100 +287,9 @@ impl InputLayout {
     }
 }
 
-/// The AVX-512 path on plain rows of inputs.
-///
-/// # Safety
-/// The CPU must support AVX-512F and DQ, and the contract of [`gemm()`] must hold.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512dq")]
-unsafe fn gemm_avx512(
-    x: &[f32],
-    w: PanelRows,
-    epilogue: Epilogue,
-    dest: Dest,
-    panels: Range<usize>,
-) {
-    let m = x.len() / w.k.max(1);
-    // SAFETY: forwarded; plain rows of `k` values are exactly `x`.
-    unsafe {
-        gemm_avx512_laid_out(
-            x.as_ptr(),
-            m,
-            InputLayout::rows(w.k),
-            w,
-            epilogue,
-            dest,
-            panels,
-        )
-    }
-}
-
-/// The AVX-512 path: register tiles of [`TILE`] pixels x one panel, on `m` pixels whose inputs start at
-/// `x` and are laid out as `layout` says.
-///
-/// # Safety
-/// The CPU must support AVX-512F and DQ; every input `layout` addresses for the `m` pixels must be readable,
-/// and the rest of the contract of [`gemm()`] must hold.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512dq")]
-unsafe fn gemm_avx512_laid_out(
-    x: *const f32,
-    m: usize,
-    layout: InputLayout,
-    w: PanelRows,
-    epilogue: Epilogue,
-    dest: Dest,
-    panels: Range<usize>,
-) {
-    let (k, n) = (w.k, w.n());
-    // As many tiles as `TILE`-pixel tiles would need, but of equal size (49 pixels are 10, 10, 10, 10, 9
-    // rather than 12, 12, 12, 12, 1): a one-pixel tile has too few accumulators to hide the FMA latency.
-    let tiles = m.div_ceil(TILE);
-    let mut first = 0;
-    for t in 0..tiles {
-        let rows = m / tiles + usize::from(t < m % tiles);
-        // Where each of the tile's rows goes (rows may cross into the next line of the destination).
-        let mut starts = [std::ptr::null_mut(); TILE];
-        for (r, start) in starts.iter_mut().enumerate().take(rows) {
-            // SAFETY: row `first + r` is inside the destination (caller's contract).
-            *start = unsafe { dest.run(first + r, m).1 };
-        }
-        for p in panels.clone() {
-            let c0 = p * PANEL;
-            // SAFETY: the offsets address the tile's rows and columns inside the operands and the
-            // destination (the caller's contract).
-            let at = unsafe {
-                Tile {
-                    x: x.add(first * layout.pixel),
-                    k,
-                    layout,
-                    w: w.panel(p).as_ptr(),
-                    bias: epilogue.bias.as_ptr().add(c0),
-                    out: starts.map(|start| start.wrapping_add(c0 - dest.first_col)),
-                    residual: epilogue.residual.map(|r| r.as_ptr().add(first * n + c0)),
-                    residual_row: n,
-                    cols: PANEL.min(n - c0),
-                }
-            };
-            let wide = at.cols > LANES;
-            let act = epilogue.activation;
-            // SAFETY: as above; the tile's outputs are this call's columns.
-            unsafe {
-                match (rows, wide) {
-                    (TILE, true) => tile::<TILE, 2>(at, act),
-                    (TILE, false) => tile::<TILE, 1>(at, act),
-                    _ => short_tile(rows, wide, at, act),
-                }
-            }
-        }
-        first += rows;
-    }
-}
-
 /// The GEMM of a dense convolution on `m` output pixels of one row whose patches lie inside its NHWC
 /// input `x`, read from there without an im2col copy: pixel 0's patch starts at `x[origin]` and the
-/// patches are laid out as `layout` says. Writes `m` rows of the `n` outputs to `out`. Returns `false`,
-/// doing nothing, where the CPU lacks AVX-512 (whose kernel alone reads such layouts).
+/// patches are laid out as `layout` says. Writes `m` rows of the `n` outputs to `out`.
 pub(crate) fn gemm_patches(
     x: &[f32],
     origin: usize,
@@ -488,7 +297,7 @@ pub(crate) fn gemm_patches(
     w: &Panels,
     epilogue: Epilogue,
     out: &mut [f32],
-) -> bool {
+) {
     let m = out.len() / w.n.max(1);
     let (len, stride) = layout.segment;
     assert!(
@@ -500,152 +309,11 @@ pub(crate) fn gemm_patches(
         "patches inside the input"
     );
     assert_eq!(epilogue.bias.len(), w.n);
-    #[cfg(target_arch = "x86_64")]
-    if avx512::detected() {
-        let dest = Dest::rows(out.as_mut_ptr(), w.n, 0);
-        // SAFETY: AVX-512F and DQ were detected; the asserts keep every patch inside `x`, and `out`
-        // (exclusively borrowed) holds the `m x n` outputs.
-        unsafe {
-            gemm_avx512_laid_out(
-                x[origin..].as_ptr(),
-                m,
-                layout,
-                w.into(),
-                epilogue,
-                dest,
-                0..w.count(),
-            );
-        }
-        return true;
-    }
-    false
-}
-
-/// A tile of fewer than [`TILE`] pixels: one instance per pixel count.
-///
-/// # Safety
-/// As [`tile`].
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512dq")]
-unsafe fn short_tile(rows: usize, wide: bool, at: Tile, activation: Option<Activation>) {
-    macro_rules! dispatch {
-        ($($r:literal)*) => {
-            match (rows, wide) {
-                $(($r, true) => tile::<$r, 2>(at, activation),
-                ($r, false) => tile::<$r, 1>(at, activation),)*
-                _ => unreachable!("a short tile has 1 to {} pixels", TILE - 1),
-            }
-        };
-    }
-    // SAFETY: forwarded from the caller.
-    unsafe { dispatch!(1 2 3 4 5 6 7 8 9 10 11) }
-}
-
-/// Where one tile reads and writes: pointers to its first row of each operand.
-#[derive(Clone, Copy)]
-struct Tile {
-    /// The first pixel's inputs, `k` of them laid out as `layout` says.
-    x: *const f32,
-    k: usize,
-    layout: InputLayout,
-    /// The panel, `[k][PANEL]`.
-    w: *const f32,
-    /// The panel's bias.
-    bias: *const f32,
-    /// Each output row's first column of the panel (only the first `R` of a tile of `R` pixels are
-    /// used).
-    out: [*mut f32; TILE],
-    /// Residual rows, `residual_row` floats apart.
-    residual: Option<*const f32>,
-    residual_row: usize,
-    /// Valid columns of this panel (`1..=PANEL`).
-    cols: usize,
-}
-
-/// `R` pixels x `V` registers of one panel: `R * V` accumulators over the whole `k`, then the epilogue.
-///
-/// # Safety
-/// The CPU must support AVX-512F and DQ; `R` input rows of `k` floats, `k` panel rows, and `R` output (and
-/// residual) rows with columns `0..at.cols` must be valid where `at` points.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512dq")]
-unsafe fn tile<const R: usize, const V: usize>(at: Tile, activation: Option<Activation>) {
-    use std::arch::x86_64::*;
-    let k = at.k;
-    // SAFETY (all loads and stores): bounds as stated in the contract; lanes past `at.cols` are masked off.
-    unsafe {
-        let masks: [u16; V] = std::array::from_fn(|v| {
-            let lanes = at.cols.saturating_sub(v * LANES).min(LANES);
-            ((1u32 << lanes) - 1) as u16
-        });
-        // The accumulators start from the bias, which saves an add per register in the epilogue.
-        let bias: [__m512; V] =
-            std::array::from_fn(|v| _mm512_maskz_loadu_ps(masks[v], at.bias.add(v * LANES)));
-        let mut acc = [bias; R];
-        // One segment of inputs at a time (plain rows are a single one), and its rows of the panel.
-        let ((len, stride), pixel) = (at.layout.segment, at.layout.pixel);
-        let (mut x, mut weights) = (at.x, at.w);
-        for _ in 0..k / len.max(1) {
-            if V == 2 && (9..=TILE).contains(&R) && len > 0 {
-                // The two-register tiles of 9 to 12 pixels, nearly all of the work, step through the
-                // segment in assembly (see `crate::tile_asm`); `acc` is `R` pairs of registers.
-                crate::tile_asm::k_steps::<R>(acc.as_mut_ptr().cast(), x, pixel, weights, len);
-            } else {
-                for i in 0..len {
-                    // A prefetch never faults, so one past the last panel is harmless; the address is
-                    // only formed (with `wrapping_add`), never read.
-                    let ahead = weights.wrapping_add((i + PREFETCH_ROWS) * PANEL);
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(LANES).cast());
-                    let w: [__m512; V] = std::array::from_fn(|v| {
-                        _mm512_loadu_ps(weights.add(i * PANEL + v * LANES))
-                    });
-                    for (p, acc) in acc.iter_mut().enumerate() {
-                        let a = _mm512_set1_ps(*x.add(p * pixel + i));
-                        for v in 0..V {
-                            acc[v] = _mm512_fmadd_ps(a, w[v], acc[v]);
-                        }
-                    }
-                }
-            }
-            x = x.wrapping_add(stride);
-            weights = weights.add(len * PANEL);
-        }
-        // One store loop per activation, so no register's epilogue branches on it.
-        with_avx512_activation!(activation, |f| store(acc, at, masks, f))
-    }
-}
-
-/// Stores a tile's accumulators after `activation` (and the residual, if any), under the panel's column
-/// masks. It takes them by value: given a reference, the compiler kept the accumulators in a stack array
-/// from their initialisation on, storing them there before the `k` loop and one of them in every step
-/// (the whole network took about 1.01-1.02x as long).
-///
-/// # Safety
-/// As [`tile`].
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512dq")]
-#[inline]
-unsafe fn store<const R: usize, const V: usize>(
-    acc: [[std::arch::x86_64::__m512; V]; R],
-    at: Tile,
-    masks: [u16; V],
-    activation: impl Fn(std::arch::x86_64::__m512) -> std::arch::x86_64::__m512,
-) {
-    use std::arch::x86_64::*;
-    // SAFETY: bounds as stated in the contract of `tile`; lanes past `at.cols` are masked off.
-    unsafe {
-        for (p, acc) in acc.iter().enumerate() {
-            for v in 0..V {
-                let mut y = activation(acc[v]);
-                if let Some(residual) = at.residual {
-                    let r = residual.add(p * at.residual_row + v * LANES);
-                    y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(masks[v], r));
-                }
-                _mm512_mask_storeu_ps(at.out[p].add(v * LANES), masks[v], y);
-            }
-        }
-    }
+    let dest = Dest::rows(out.as_mut_ptr(), w.n, 0);
+    let x = x[origin..].as_ptr();
+    // SAFETY: the asserts keep every patch inside `x`, and `out` (exclusively borrowed) holds the
+    // `m x n` outputs.
+    unsafe { (kernels().gemm)(x, m, layout, w.into(), epilogue, dest, 0..w.count()) }
 }
 
 #[cfg(test)]
@@ -678,19 +346,22 @@ mod tests {
         out
     }
 
-    type Path = unsafe fn(&[f32], PanelRows, Epilogue, Dest, Range<usize>);
+    type Path = Box<dyn Fn(&[f32], PanelRows, Epilogue, Dest, Range<usize>)>;
 
-    /// The portable path and, where the CPU has it, the AVX-512 one.
+    /// The GEMM of every instruction set this machine runs, on plain rows; unsafe to call as
+    /// [`gemm()`] is.
     fn paths() -> Vec<(&'static str, Path)> {
-        let mut paths: Vec<(&str, Path)> = vec![("portable", gemm_portable)];
-        #[cfg(target_arch = "x86_64")]
-        if avx512::detected() {
-            paths.push(("avx512", |x, w, e, d, p| {
-                // SAFETY: AVX-512F and DQ were detected; the rest is forwarded.
-                unsafe { gemm_avx512(x, w, e, d, p) }
-            }));
-        }
-        paths
+        crate::isa::tables()
+            .into_iter()
+            .map(|(isa, table)| {
+                let path: Path = Box::new(move |x, w, e, d, p| {
+                    let m = x.len() / w.k();
+                    // SAFETY: each test call keeps the contract of `gemm()`.
+                    unsafe { (table.gemm)(x.as_ptr(), m, InputLayout::rows(w.k()), w, e, d, p) }
+                });
+                (isa.name(), path)
+            })
+            .collect()
     }
 
     /// Rows that are lines of a narrow image, written into the lines of a wider buffer (as the fused
@@ -715,8 +386,8 @@ mod tests {
                 lines: Some((width, line_stride)),
                 ..Dest::rows(out.as_mut_ptr(), n, 0)
             };
-            // SAFETY: each line's `width x n` outputs lie inside `out`.
-            unsafe { run(&x, (&panels).into(), e, dest, 0..panels.count()) };
+            // Keeps the contract of `gemm()`: each line's `width x n` outputs lie inside `out`.
+            run(&x, (&panels).into(), e, dest, 0..panels.count());
             for (line, (got, want)) in out
                 .chunks_exact(line_stride)
                 .zip(want.chunks_exact(width * n))
@@ -773,18 +444,17 @@ mod tests {
                         // makes them.
                         let mut out = vec![0f32; m * n];
                         let dest = Dest::rows(out.as_mut_ptr(), n, 0);
-                        // SAFETY: `out` holds `m x n` floats and each call writes only its own panels.
-                        unsafe {
-                            run(&x, (&panels).into(), e, dest, 0..split);
-                            run(&x, (&panels).into(), e, dest, split..panels.count());
-                        }
+                        // Keeps the contract of `gemm()`: `out` holds `m x n` floats and each call writes only its own
+                        // panels.
+                        run(&x, (&panels).into(), e, dest, 0..split);
+                        run(&x, (&panels).into(), e, dest, split..panels.count());
                         results.push((path, out, 0..n));
                         // The second range alone, into a buffer of just its columns.
                         let cols = (split * PANEL).min(n)..n;
                         let mut own = vec![0f32; m * cols.len()];
                         let dest = Dest::rows(own.as_mut_ptr(), cols.len(), cols.start);
-                        // SAFETY: `own` holds `m` rows of exactly these columns.
-                        unsafe { run(&x, (&panels).into(), e, dest, split..panels.count()) };
+                        // Keeps the contract of `gemm()`: `own` holds `m` rows of exactly these columns.
+                        run(&x, (&panels).into(), e, dest, split..panels.count());
                         results.push((path, own, cols));
                     }
                     for (path, got, cols) in results {
@@ -827,8 +497,8 @@ mod tests {
             for (path, run) in paths() {
                 let mut out = vec![0f32; m * n];
                 let dest = Dest::rows(out.as_mut_ptr(), n, 0);
-                // SAFETY: `out` holds the `m x n` outputs.
-                unsafe { run(&part, panels.rows(rows.clone()), e, dest, 0..panels.count()) };
+                // Keeps the contract of `gemm()`: `out` holds the `m x n` outputs.
+                run(&part, panels.rows(rows.clone()), e, dest, 0..panels.count());
                 for (i, (g, w)) in out.iter().zip(&want).enumerate() {
                     assert!(
                         (g - w).abs() <= 1e-5 * (1.0 + w.abs()),

@@ -78,6 +78,8 @@ struct BenchReport {
     resolution: u32,
     batch: usize,
     threads: usize,
+    /// The instruction set of the kernels that ran.
+    isa: &'static str,
     runs: usize,
     macs_per_image: u64,
     ms_per_batch: f64,
@@ -131,6 +133,7 @@ pub fn run(args: &BenchArgs, json: bool) -> Result<()> {
         resolution: config.resolution,
         batch: args.batch,
         threads: rayon::current_num_threads(),
+        isa: effnet_engine::isa::active()?.name(),
         runs: times.len(),
         macs_per_image: macs,
         ms_per_batch: median,
@@ -142,11 +145,12 @@ pub fn run(args: &BenchArgs, json: bool) -> Result<()> {
         return print_json(&report);
     }
     println!(
-        "{} @{} batch {} on {} threads: {:.2} ms per batch (median of {}, best {:.2}), {:.1} images/s, {:.1} GMAC/s",
+        "{} @{} batch {} on {} threads, {} kernels: {:.2} ms per batch (median of {}, best {:.2}), {:.1} images/s, {:.1} GMAC/s",
         report.model,
         report.resolution,
         report.batch,
         report.threads,
+        report.isa,
         report.ms_per_batch,
         report.runs,
         report.ms_per_batch_min,

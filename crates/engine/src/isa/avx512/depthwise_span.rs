@@ -8,8 +8,10 @@
 //! stride 2). B0's 5 x 5 layers took 0.89-0.95x the time of the per-block kernel, measured in alternation
 //! in one process. (On 3 x 3 kernels, whose rows share too few inputs, this measured no faster.)
 
-use crate::activation::with_avx512_activation;
-use crate::kernels::{Geometry, MapView, LANES, PIXELS};
+use super::activation::with_avx512_activation;
+use crate::depthwise::{LANES, PIXELS};
+use crate::feature_map::MapView;
+use crate::geometry::Geometry;
 use crate::layers::PreparedConv;
 use std::arch::x86_64::{__m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_storeu_ps};
 use std::ops::Range;

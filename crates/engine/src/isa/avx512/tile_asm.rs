@@ -12,7 +12,8 @@
 //! 1x1 convolutions with 112 to 192 inputs went from 100-102 to 107 GMAC/s on one core (about 92% of
 //! its FMA peak, 116 GMAC/s in a loop of nothing but FMAs), and B0 took 0.98x the time.
 
-use crate::panels::{PANEL, PREFETCH_ROWS};
+use super::tile::PREFETCH_ROWS;
+use crate::panels::PANEL;
 use std::arch::asm;
 use std::arch::x86_64::__m512;
 
