@@ -244,3 +244,65 @@ fn a_reader_that_goes_away_does_not_make_effnet_panic() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// `EFFNET_ISA` forces the kernels that `bench` reports and `info` names, and an instruction set that
+/// cannot run here (or that does not exist) is a clear error naming those that can.
+#[test]
+fn effnet_isa_forces_the_kernels_or_fails_naming_the_ones_that_run() {
+    let with_isa = |isa: &str, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_effnet"))
+            .env("EFFNET_ISA", isa)
+            .args(args)
+            .output()
+            .expect("the binary runs")
+    };
+    let bench = [
+        "bench",
+        "b0",
+        "--resolution",
+        "32",
+        "--warmup",
+        "0",
+        "--runs",
+        "1",
+        "--min-seconds",
+        "0",
+        "--json",
+    ];
+    let out = with_isa("portable", &bench);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    assert_eq!(v["isa"], "portable");
+    let out = with_isa("portable", &["info", "b0", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    assert_eq!(v["isa"], "portable");
+    let default = json(&["info", "b0", "--json"]);
+    let native = default["isa"].as_str().unwrap();
+    assert!(
+        ["avx512", "avx2", "neon", "portable"].contains(&native),
+        "{native}"
+    );
+    for bad in [
+        "mmx",
+        if cfg!(target_arch = "x86_64") {
+            "neon"
+        } else {
+            "avx2"
+        },
+    ] {
+        let out = with_isa(bad, &["info", "b0"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && !stderr.contains("panicked"),
+            "{bad}: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("EFFNET_ISA={bad}")) && stderr.contains("portable"),
+            "{bad}: {stderr}"
+        );
+    }
+}

@@ -88,6 +88,57 @@ impl Lanes for f32 {
     }
 }
 
+/// Implements [`Lanes`] for a register type from its intrinsics: the binary operations by name,
+/// `mul_add` and `pow2` as expressions (their operand orders and conversions differ between
+/// instruction sets).
+macro_rules! impl_lanes {
+    ($t:ty, splat: $splat:path, add: $add:path, sub: $sub:path, mul: $mul:path, div: $div:path,
+     max: $max:path, min: $min:path, mul_add: |$a:ident, $b:ident, $c:ident| $mul_add:expr,
+     pow2: |$n:ident| $pow2:expr) => {
+        // SAFETY (every method): the caller's contract, the register type's instruction set available.
+        impl $crate::activation::Lanes for $t {
+            #[inline(always)]
+            unsafe fn splat(v: f32) -> Self {
+                unsafe { $splat(v) }
+            }
+            #[inline(always)]
+            unsafe fn add(a: Self, b: Self) -> Self {
+                unsafe { $add(a, b) }
+            }
+            #[inline(always)]
+            unsafe fn sub(a: Self, b: Self) -> Self {
+                unsafe { $sub(a, b) }
+            }
+            #[inline(always)]
+            unsafe fn mul(a: Self, b: Self) -> Self {
+                unsafe { $mul(a, b) }
+            }
+            #[inline(always)]
+            unsafe fn mul_add($a: Self, $b: Self, $c: Self) -> Self {
+                unsafe { $mul_add }
+            }
+            #[inline(always)]
+            unsafe fn div(a: Self, b: Self) -> Self {
+                unsafe { $div(a, b) }
+            }
+            #[inline(always)]
+            unsafe fn max(a: Self, b: Self) -> Self {
+                unsafe { $max(a, b) }
+            }
+            #[inline(always)]
+            unsafe fn min(a: Self, b: Self) -> Self {
+                unsafe { $min(a, b) }
+            }
+            #[inline(always)]
+            unsafe fn pow2($n: Self) -> Self {
+                unsafe { $pow2 }
+            }
+        }
+    };
+}
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub(crate) use impl_lanes;
+
 /// `e^x` per lane, clamped to the finite range (NaN kept): `x = n ln 2 + r` with `n` rounded to the
 /// nearest integer, a degree-6 polynomial for `e^r`, and `2^n` from the exponent bits.
 ///
@@ -142,6 +193,54 @@ unsafe fn sigmoid_lanes<L: Lanes>(x: L) -> L {
         L::div(L::splat(1.0), L::add(L::splat(1.0), e))
     }
 }
+
+/// `activation` as a number, for kernels that take it as a const generic parameter (see
+/// [`with_activation_code`]): their activation is then chosen at compile time, outside their loops.
+pub(crate) const fn activation_code(activation: Option<Activation>) -> u8 {
+    match activation {
+        None => 0,
+        Some(Activation::Swish) => 1,
+        Some(Activation::Relu6) => 2,
+        Some(Activation::Sigmoid) => 3,
+    }
+}
+
+/// The activation of [`activation_code`] `code`.
+pub(crate) const fn activation_of(code: u8) -> Option<Activation> {
+    match code {
+        1 => Some(Activation::Swish),
+        2 => Some(Activation::Relu6),
+        3 => Some(Activation::Sigmoid),
+        _ => None,
+    }
+}
+
+/// Evaluates `$body` with the constant `$code` bound to the [`activation_code`] of `$activation`: one
+/// copy of `$body` per activation, so a kernel instantiated with it never matches on the activation in
+/// its loops. (A macro, not a closure: a closure would not take the caller's target features.)
+macro_rules! with_activation_code {
+    ($activation:expr, |$code:ident| $body:expr) => {
+        match $crate::activation::activation_code($activation) {
+            0 => {
+                const $code: u8 = 0;
+                $body
+            }
+            1 => {
+                const $code: u8 = 1;
+                $body
+            }
+            2 => {
+                const $code: u8 = 2;
+                $body
+            }
+            _ => {
+                const $code: u8 = 3;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_activation_code;
 
 /// `e^x` for f32, vectorisable; clamped to the finite range.
 #[inline(always)]

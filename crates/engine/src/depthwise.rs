@@ -2,10 +2,11 @@
 //! per-channel sums of their output for squeeze-excite.
 //!
 //! The loop over output rows, blocks of [`PIXELS`] pixels and 16-channel blocks is written once,
-//! [`depthwise_rows_with`]; what computes one block is a [`DepthwiseBlocks`] of the kernel table's
-//! instruction set: [`SimdBlocks`] for any [`Simd`] register type, or the hand-written AVX-512 kernels.
+//! [`depthwise_rows_with`], and so is the kernel of one block, [`SimdBlocks`], over the [`Simd`]
+//! registers of the kernel table's instruction set; an instruction set may add a kernel for whole rows
+//! ([`RowSpan`]).
 
-use crate::activation::apply;
+use crate::activation::{activation_of, apply, with_activation_code};
 use crate::feature_map::{for_rows, Exec, FeatureMap, MapView};
 use crate::geometry::{geometry, source, taps_inside, Geometry};
 use crate::isa::{kernels, Simd};
@@ -25,13 +26,9 @@ pub(crate) const PIXELS: usize = 4;
 /// [`PIXELS`] pixels from there to store (a row's last block may be short).
 pub(crate) type BlockAt = (usize, usize, usize);
 
-/// The kernels of one instruction set that compute blocks of [`PIXELS`] output pixels x `B` 16-channel
-/// blocks, bias and activation included.
-pub(crate) trait DepthwiseBlocks {
-    /// Whether two channel blocks per call keep the FMA units busier than one (enough registers for
-    /// `8 x PIXELS` accumulator vectors).
-    const PAIRS: bool;
-
+/// A kernel for the interior of whole output rows, where an instruction set has one for some
+/// convolutions (AVX-512's unrolled 5 x 5 rows).
+pub(crate) trait RowSpan {
     /// Every block of output row `oy` starting at the pixels of `blocks` (steps of [`PIXELS`]) at once,
     /// for the channels in whole 16-channel blocks, into `row_out`; returns `false`, doing nothing,
     /// where there is no such kernel for `c`.
@@ -46,33 +43,22 @@ pub(crate) trait DepthwiseBlocks {
         row: (usize, Range<usize>),
         row_out: &mut [f32],
     ) -> bool;
+}
 
-    /// The block at `at`, channels `c0..c0 + 16 * B`, whose taps all lie inside `x`.
-    ///
-    /// # Safety
-    /// The instruction set must be available; every tap of pixels `ox..ox + PIXELS` (all of them, even
-    /// past `count`) must be inside `x`, and `c0 + 16 * B` must not exceed the channel count.
-    unsafe fn interior<const B: usize>(
-        x: &MapView,
-        c: &PreparedConv,
-        g: Geometry,
-        at: BlockAt,
-        c0: usize,
-        out: &mut [f32],
-    );
+/// No row kernel: every block runs the per-block kernel.
+pub(crate) struct NoSpan;
 
-    /// The block at `at`, channels `c0..c0 + 16 * B`, whose taps may fall in the padding.
-    ///
-    /// # Safety
-    /// The instruction set must be available, and `c0 + 16 * B` must not exceed the channel count.
-    unsafe fn edge<const B: usize>(
-        x: &MapView,
-        c: &PreparedConv,
-        g: Geometry,
-        at: BlockAt,
-        c0: usize,
-        out: &mut [f32],
-    );
+impl RowSpan for NoSpan {
+    #[inline(always)]
+    unsafe fn span(
+        _: &MapView,
+        _: &PreparedConv,
+        _: Geometry,
+        _: (usize, Range<usize>),
+        _: &mut [f32],
+    ) -> bool {
+        false
+    }
 }
 
 /// `a * b + c`, as one fused instruction where `fused` (the instruction set has FMA; without it
@@ -129,7 +115,7 @@ impl<S: Simd> SimdBlocks<S> {
     /// The bias of channels `c0..c0 + 16 * B` as [`PIXELS`] accumulators each.
     ///
     /// # Safety
-    /// As [`DepthwiseBlocks::edge`].
+    /// As [`SimdBlocks::block`].
     #[inline(always)]
     unsafe fn accumulators<const B: usize>(bias: &[f32], c0: usize) -> [[S::Block; PIXELS]; B] {
         // SAFETY: the caller keeps the blocks inside the channels. (A loop, not `array::from_fn`: a
@@ -141,15 +127,14 @@ impl<S: Simd> SimdBlocks<S> {
         acc
     }
 
-    /// Stores the first `count` pixels' accumulators, activated in registers, pixel `p`'s at
-    /// `out[p * ch + c0..]`.
+    /// Stores the first `count` pixels' accumulators, activated in registers ([`activation_of`] `ACT`),
+    /// pixel `p`'s at `out[p * ch + c0..]`.
     ///
     /// # Safety
-    /// As [`DepthwiseBlocks::edge`]; `out` holds `count` pixels of `ch` channels.
+    /// As [`SimdBlocks::block`]; `out` holds `count` pixels of `ch` channels.
     #[inline(always)]
-    unsafe fn store<const B: usize>(
+    unsafe fn store<const B: usize, const ACT: u8>(
         acc: [[S::Block; PIXELS]; B],
-        c: &PreparedConv,
         (ch, c0, count): (usize, usize, usize),
         out: &mut [f32],
     ) {
@@ -158,27 +143,22 @@ impl<S: Simd> SimdBlocks<S> {
                 let at = p * ch + c0 + b * LANES;
                 let dst = &mut out[at..at + LANES];
                 // SAFETY: `dst` holds the block's 16 values; the caller's instruction set.
-                unsafe { S::store(dst.as_mut_ptr(), S::activate(c.activation, *a)) };
+                unsafe { S::store(dst.as_mut_ptr(), S::activate(activation_of(ACT), *a)) };
             }
         }
     }
 }
 
-impl<S: Simd> DepthwiseBlocks for SimdBlocks<S> {
-    const PAIRS: bool = S::WIDE;
-
-    unsafe fn span(
-        _: &MapView,
-        _: &PreparedConv,
-        _: Geometry,
-        _: (usize, Range<usize>),
-        _: &mut [f32],
-    ) -> bool {
-        false
-    }
-
+impl<S: Simd> SimdBlocks<S> {
+    /// The block at `at`, channels `c0..c0 + 16 * B`, bias and activation included: with `INSIDE`,
+    /// every tap is inside the image and none is checked; else taps in the padding are skipped.
+    ///
+    /// # Safety
+    /// The instruction set must be available, and `c0 + 16 * B` must not exceed the channel count.
+    /// With `INSIDE`, every tap of pixels `ox..ox + PIXELS` (all of them, even past `count`) must be
+    /// inside `x`.
     #[inline(always)]
-    unsafe fn interior<const B: usize>(
+    pub(crate) unsafe fn block<const B: usize, const INSIDE: bool>(
         x: &MapView,
         c: &PreparedConv,
         g: Geometry,
@@ -187,49 +167,21 @@ impl<S: Simd> DepthwiseBlocks for SimdBlocks<S> {
         out: &mut [f32],
     ) {
         let (ch, k, s) = (x.channels.len(), c.kernel, c.stride);
-        let step = s * ch;
         let (weight, bias) = (&c.weight[x.channels.start..], &c.bias[x.channels.start..]);
-        // SAFETY (all pointer arithmetic and loads): the caller guarantees every tap is inside the image
-        // and the channel blocks inside `ch`.
-        unsafe {
-            let mut acc = Self::accumulators::<B>(bias, c0);
-            for ky in 0..k {
-                let row = x
-                    .data
-                    .as_ptr()
-                    .add((oy * s + ky - g.pad_top) * x.width * ch + c0);
-                for kx in 0..k {
-                    let taps = weight.as_ptr().add((ky * k + kx) * c.out_channels + c0);
-                    let p = row.add((ox * s + kx - g.pad_left) * ch);
-                    for (b, acc) in acc.iter_mut().enumerate() {
-                        let w = S::load(taps.add(b * LANES));
-                        for (i, a) in acc.iter_mut().enumerate() {
-                            *a = S::mul_add(S::load(p.add(i * step + b * LANES)), w, *a);
-                        }
-                    }
-                }
+        let tap = |out: usize, tap: usize, pad: usize, size: usize| {
+            if INSIDE {
+                Some(out * s + tap - pad)
+            } else {
+                source(out, s, tap, pad, size)
             }
-            Self::store(acc, c, (ch, c0, count), out);
-        }
-    }
-
-    #[inline(always)]
-    unsafe fn edge<const B: usize>(
-        x: &MapView,
-        c: &PreparedConv,
-        g: Geometry,
-        (oy, ox, count): BlockAt,
-        c0: usize,
-        out: &mut [f32],
-    ) {
-        let (ch, k, s) = (x.channels.len(), c.kernel, c.stride);
-        let (weight, bias) = (&c.weight[x.channels.start..], &c.bias[x.channels.start..]);
-        // SAFETY (all loads): weights and bias are inside their slices (the caller keeps the channel
-        // blocks inside `ch`), and an input is loaded only for a tap inside the image.
+        };
+        // SAFETY (all pointer arithmetic and loads): weights and bias are inside their slices (the
+        // caller keeps the channel blocks inside `ch`), and an input is loaded only for a tap inside the
+        // image (all of them, with `INSIDE`, by the caller's guarantee).
         unsafe {
             let mut acc = Self::accumulators::<B>(bias, c0);
             for ky in 0..k {
-                let Some(iy) = source(oy, s, ky, g.pad_top, x.height) else {
+                let Some(iy) = tap(oy, ky, g.pad_top, x.height) else {
                     continue;
                 };
                 let row = x.data.as_ptr().add(iy * x.width * ch + c0);
@@ -238,14 +190,15 @@ impl<S: Simd> DepthwiseBlocks for SimdBlocks<S> {
                     for (b, acc) in acc.iter_mut().enumerate() {
                         let w = S::load(taps.add(b * LANES));
                         for (p, a) in acc.iter_mut().enumerate() {
-                            if let Some(ix) = source(ox + p, s, kx, g.pad_left, x.width) {
+                            if let Some(ix) = tap(ox + p, kx, g.pad_left, x.width) {
                                 *a = S::mul_add(S::load(row.add(ix * ch + b * LANES)), w, *a);
                             }
                         }
                     }
                 }
             }
-            Self::store(acc, c, (ch, c0, count), out);
+            let at = (ch, c0, count);
+            with_activation_code!(c.activation, |ACT| Self::store::<B, ACT>(acc, at, out));
         }
     }
 }
@@ -262,12 +215,13 @@ pub(crate) fn depthwise_rows(
     (kernels().depthwise_rows)(x, c, g, first_row, out)
 }
 
-/// [`depthwise_rows`] with the blocks of `D`; `fused` says whether the channel tail may use FMA.
+/// [`depthwise_rows`] with the blocks of [`SimdBlocks<S>`] and the row kernel `R`; `fused` says whether
+/// the channel tail may use FMA.
 ///
 /// # Safety
-/// `D`'s instruction set must be available.
+/// The instruction set of `S` and `R` must be available.
 #[inline(always)]
-pub(crate) unsafe fn depthwise_rows_with<D: DepthwiseBlocks>(
+pub(crate) unsafe fn depthwise_rows_with<S: Simd, R: RowSpan>(
     x: &MapView,
     c: &PreparedConv,
     g: Geometry,
@@ -290,7 +244,7 @@ pub(crate) unsafe fn depthwise_rows_with<D: DepthwiseBlocks>(
         // SAFETY: the caller's instruction set; every tap of the span's blocks is inside `x`.
         let spanned = row_inside
             && !span.is_empty()
-            && unsafe { D::span(x, c, g, (oy, span.clone()), row_out) };
+            && unsafe { R::span(x, c, g, (oy, span.clone()), row_out) };
         for ox in (0..g.out_w).step_by(PIXELS) {
             let at = (oy, ox, PIXELS.min(g.out_w - ox));
             let pixels = &mut row_out[ox * ch..];
@@ -302,15 +256,19 @@ pub(crate) unsafe fn depthwise_rows_with<D: DepthwiseBlocks>(
                 0
             };
             while c0 + LANES <= ch {
-                let pair = D::PAIRS && c0 + 2 * LANES <= ch;
+                let pair = S::WIDE && c0 + 2 * LANES <= ch;
                 // SAFETY (each call): the caller's instruction set; `interior` means every tap of these
                 // pixels is inside `x`, and `pair` keeps both channel blocks inside `ch`.
                 unsafe {
                     match (interior, pair) {
-                        (true, true) => D::interior::<2>(x, c, g, at, c0, pixels),
-                        (true, false) => D::interior::<1>(x, c, g, at, c0, pixels),
-                        (false, true) => D::edge::<2>(x, c, g, at, c0, pixels),
-                        (false, false) => D::edge::<1>(x, c, g, at, c0, pixels),
+                        (true, true) => SimdBlocks::<S>::block::<2, true>(x, c, g, at, c0, pixels),
+                        (true, false) => SimdBlocks::<S>::block::<1, true>(x, c, g, at, c0, pixels),
+                        (false, true) => {
+                            SimdBlocks::<S>::block::<2, false>(x, c, g, at, c0, pixels)
+                        }
+                        (false, false) => {
+                            SimdBlocks::<S>::block::<1, false>(x, c, g, at, c0, pixels)
+                        }
                     }
                 }
                 c0 += if pair { 2 * LANES } else { LANES };

@@ -19,6 +19,8 @@ pub(crate) mod panels;
 mod pointwise;
 pub(crate) mod pool;
 mod reduce;
+#[cfg(test)]
+mod test_support;
 mod tile;
 mod vector;
 

@@ -319,12 +319,7 @@ pub(crate) fn gemm_patches(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values(n: usize, seed: usize) -> Vec<f32> {
-        (0..n)
-            .map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0 - 1.0)
-            .collect()
-    }
+    use crate::test_support::{activate, values};
 
     /// `act(x * w + bias) + residual` in f64, straight from the row-major weights.
     fn reference(x: &[f32], w: &[f32], (k, n): (usize, usize), e: Epilogue) -> Vec<f32> {
@@ -335,11 +330,7 @@ mod tests {
                 let dot: f64 = (0..k)
                     .map(|i| f64::from(x[p * k + i]) * f64::from(w[i * n + c]))
                     .sum();
-                let v = dot + f64::from(e.bias[c]);
-                let v = match e.activation {
-                    Some(Activation::Swish) => v / (1.0 + (-v).exp()),
-                    _ => v,
-                };
+                let v = activate(e.activation, dot + f64::from(e.bias[c]));
                 out[p * n + c] = (v + e.residual.map_or(0.0, |r| f64::from(r[p * n + c]))) as f32;
             }
         }

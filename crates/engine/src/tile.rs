@@ -2,6 +2,7 @@
 //! pixels and panels of output channels ([`gemm_laid_out`]), and the generic tile of any [`Simd`] block
 //! type ([`SimdTile`]). AVX-512 has its own tile kernel (see [`crate::isa::avx512`]).
 
+use crate::activation::{activation_of, with_activation_code};
 use crate::isa::Simd;
 use crate::panels::{Dest, Epilogue, InputLayout, PanelRows, PANEL};
 use effnet_arch::variant::Activation;
@@ -117,29 +118,30 @@ impl<S: Simd> TileKernel for SimdTile<S> {
     unsafe fn tile(rows: usize, at: Tile, activation: Option<Activation>) {
         // SAFETY (each arm): forwarded; `S::TILE_PIXELS` is at most 8.
         unsafe {
-            match rows {
-                1 => simd_tile::<S, 1>(at, activation),
-                2 => simd_tile::<S, 2>(at, activation),
-                3 => simd_tile::<S, 3>(at, activation),
-                4 => simd_tile::<S, 4>(at, activation),
-                5 => simd_tile::<S, 5>(at, activation),
-                6 => simd_tile::<S, 6>(at, activation),
-                7 => simd_tile::<S, 7>(at, activation),
-                8 => simd_tile::<S, 8>(at, activation),
+            with_activation_code!(activation, |ACT| match rows {
+                1 => simd_tile::<S, 1, ACT>(at),
+                2 => simd_tile::<S, 2, ACT>(at),
+                3 => simd_tile::<S, 3, ACT>(at),
+                4 => simd_tile::<S, 4, ACT>(at),
+                5 => simd_tile::<S, 5, ACT>(at),
+                6 => simd_tile::<S, 6, ACT>(at),
+                7 => simd_tile::<S, 7, ACT>(at),
+                8 => simd_tile::<S, 8, ACT>(at),
                 _ => unreachable!("a SIMD tile has 1 to 8 pixels"),
-            }
+            })
         }
     }
 }
 
 /// `R` pixels of the panel of `at`, one 16-column half at a time: `R` blocks of accumulators over the
-/// whole `k`, then activation and residual in registers before their only store. A half of fewer than
+/// whole `k`, then activation ([`activation_of`] `ACT`) and residual in registers before their only
+/// store. A half of fewer than
 /// 16 valid columns (the last panel's) is stored through a local block.
 ///
 /// # Safety
 /// As [`TileKernel::tile`].
 #[inline(always)]
-unsafe fn simd_tile<S: Simd, const R: usize>(at: Tile, activation: Option<Activation>) {
+unsafe fn simd_tile<S: Simd, const R: usize, const ACT: u8>(at: Tile) {
     let ((len, stride), pixel) = (at.layout.segment, at.layout.pixel);
     for half in (0..at.cols).step_by(HALF) {
         let cols = (at.cols - half).min(HALF);
@@ -174,7 +176,7 @@ unsafe fn simd_tile<S: Simd, const R: usize>(at: Tile, activation: Option<Activa
             for (p, acc) in acc.into_iter().enumerate() {
                 let out = at.out[p].add(half);
                 let residual = at.residual.map(|r| r.add(p * at.residual_row + half));
-                let y = S::activate(activation, acc);
+                let y = S::activate(activation_of(ACT), acc);
                 if cols == HALF {
                     let y = match residual {
                         Some(r) => S::add(y, S::load(r)),

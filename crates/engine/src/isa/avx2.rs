@@ -5,8 +5,8 @@
 //! weight registers and the broadcast input), the shape of the classic AVX2 SGEMM microkernel; the
 //! depthwise block is 4 pixels x 16 channels (8 accumulators).
 
-use crate::activation::{activate_lanes, Lanes};
-use crate::depthwise::SimdBlocks;
+use crate::activation::{activate_lanes, impl_lanes};
+use crate::depthwise::NoSpan;
 use crate::isa::{kernel_table, Simd};
 use crate::tile::SimdTile;
 use effnet_arch::variant::Activation;
@@ -83,52 +83,26 @@ impl Simd for Avx2 {
 
 kernel_table!(
     tile: SimdTile<Avx2>,
-    depthwise: SimdBlocks<Avx2>,
+    simd: Avx2,
+    span: NoSpan,
     fma: true,
     #[target_feature(enable = "avx2,fma")]
 );
 
-/// The activations' arithmetic on one 8-lane register (x86's `max` and `min` return their second
-/// operand when either is NaN, as [`Lanes`] asks).
-impl Lanes for __m256 {
-    #[inline(always)]
-    unsafe fn splat(v: f32) -> Self {
-        // SAFETY (every method): the caller's contract, AVX2 and FMA available.
-        unsafe { _mm256_set1_ps(v) }
+// The activations' arithmetic on one 8-lane register (x86's `max` and `min` return their second
+// operand when either is NaN, as `Lanes` asks).
+impl_lanes!(
+    __m256,
+    splat: _mm256_set1_ps,
+    add: _mm256_add_ps,
+    sub: _mm256_sub_ps,
+    mul: _mm256_mul_ps,
+    div: _mm256_div_ps,
+    max: _mm256_max_ps,
+    min: _mm256_min_ps,
+    mul_add: |a, b, c| _mm256_fmadd_ps(a, b, c),
+    pow2: |n| {
+        let biased = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
+        _mm256_castsi256_ps(_mm256_slli_epi32::<23>(biased))
     }
-    #[inline(always)]
-    unsafe fn add(a: Self, b: Self) -> Self {
-        unsafe { _mm256_add_ps(a, b) }
-    }
-    #[inline(always)]
-    unsafe fn sub(a: Self, b: Self) -> Self {
-        unsafe { _mm256_sub_ps(a, b) }
-    }
-    #[inline(always)]
-    unsafe fn mul(a: Self, b: Self) -> Self {
-        unsafe { _mm256_mul_ps(a, b) }
-    }
-    #[inline(always)]
-    unsafe fn mul_add(a: Self, b: Self, c: Self) -> Self {
-        unsafe { _mm256_fmadd_ps(a, b, c) }
-    }
-    #[inline(always)]
-    unsafe fn div(a: Self, b: Self) -> Self {
-        unsafe { _mm256_div_ps(a, b) }
-    }
-    #[inline(always)]
-    unsafe fn max(a: Self, b: Self) -> Self {
-        unsafe { _mm256_max_ps(a, b) }
-    }
-    #[inline(always)]
-    unsafe fn min(a: Self, b: Self) -> Self {
-        unsafe { _mm256_min_ps(a, b) }
-    }
-    #[inline(always)]
-    unsafe fn pow2(n: Self) -> Self {
-        unsafe {
-            let biased = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
-            _mm256_castsi256_ps(_mm256_slli_epi32::<23>(biased))
-        }
-    }
-}
+);

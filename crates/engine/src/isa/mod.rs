@@ -151,6 +151,9 @@ pub(crate) fn kernels() -> &'static Kernels {
     })
 }
 
+/// A dense layer on a vector: input, `(weights, row stride)`, bias, activation.
+pub(crate) type DenseVector = fn(&[f32], (&[f32], usize), &[f32], Option<Activation>) -> Vec<f32>;
+
 /// The kernels of one instruction set. The function pointers are safe to call: a table is only handed
 /// out ([`kernels`], [`Isa::available`]) where the CPU runs its instruction set.
 pub(crate) struct Kernels {
@@ -163,7 +166,7 @@ pub(crate) struct Kernels {
     /// Per-channel sums: see [`crate::reduce::channel_sums`].
     pub channel_sums: fn(&[f32], usize) -> Vec<f64>,
     /// A dense layer on a vector: see [`crate::vector::dense_vector`].
-    pub dense_vector: fn(&[f32], (&[f32], usize), &[f32], Option<Activation>) -> Vec<f32>,
+    pub dense_vector: DenseVector,
     /// Per-channel scale of every pixel: see [`crate::vector::scale_rows`].
     pub scale_rows: fn(&mut [f32], &[f32]),
 }
@@ -228,10 +231,10 @@ pub(crate) trait Simd {
 
 /// Defines, in an instruction set's module, the kernels of the table compiled for its features (the
 /// attributes given last, e.g. `#[target_feature(enable = "avx2,fma")]`) and the table `KERNELS`: the
-/// GEMM with tile kernel `$tile`, the depthwise rows with blocks `$depthwise` (and FMA in the channel
-/// tail when `$fma`), and the vectorised loops of [`crate::reduce`] and [`crate::vector`].
+/// GEMM with tile kernel `$tile`, the depthwise rows with the blocks of register type `$simd` and row
+/// kernel `$span` (and FMA in the channel tail when `$fma`), and the vectorised loops of [`crate::reduce`] and [`crate::vector`].
 macro_rules! kernel_table {
-    (tile: $tile:ty, depthwise: $depthwise:ty, fma: $fma:expr $(, #[$feature:meta])*) => {
+    (tile: $tile:ty, simd: $simd:ty, span: $span:ty, fma: $fma:expr $(, #[$feature:meta])*) => {
         /// The GEMM of the table.
         ///
         /// # Safety
@@ -266,7 +269,7 @@ macro_rules! kernel_table {
         ) {
             // SAFETY: forwarded.
             unsafe {
-                $crate::depthwise::depthwise_rows_with::<$depthwise>(x, c, g, first_row, out, $fma)
+                $crate::depthwise::depthwise_rows_with::<$simd, $span>(x, c, g, first_row, out, $fma)
             }
         }
 
@@ -325,22 +328,8 @@ mod tests {
     use super::*;
     use crate::feature_map::FeatureMap;
     use crate::geometry::geometry_of;
+    use crate::test_support::{activate as act, values};
     use effnet_arch::Padding;
-
-    fn values(n: usize, seed: usize) -> Vec<f32> {
-        (0..n)
-            .map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0 - 1.0)
-            .collect()
-    }
-
-    fn act(a: Option<Activation>, v: f64) -> f64 {
-        match a {
-            None => v,
-            Some(Activation::Swish) => v / (1.0 + (-v).exp()),
-            Some(Activation::Relu6) => v.clamp(0.0, 6.0),
-            Some(Activation::Sigmoid) => 1.0 / (1.0 + (-v).exp()),
-        }
-    }
 
     fn assert_close(got: &[f32], want: &[f64], what: &str) {
         assert_eq!(got.len(), want.len(), "{what}: size");

@@ -6,8 +6,8 @@
 //! is 4 pixels x 16 channels (16 accumulators). NEON is part of every aarch64 CPU, so it needs no
 //! detection.
 
-use crate::activation::{activate_lanes, Lanes};
-use crate::depthwise::SimdBlocks;
+use crate::activation::{activate_lanes, impl_lanes};
+use crate::depthwise::NoSpan;
 use crate::isa::{kernel_table, Simd};
 use crate::tile::SimdTile;
 use effnet_arch::variant::Activation;
@@ -64,54 +64,28 @@ impl Simd for Neon {
     }
 }
 
-/// The activations' arithmetic on one 4-lane register. NEON's `max` and `min` return NaN when either
-/// operand is NaN, which keeps NaN as [`Lanes`] asks.
-impl Lanes for float32x4_t {
-    #[inline(always)]
-    unsafe fn splat(v: f32) -> Self {
-        // SAFETY (every method): NEON is part of every aarch64 CPU.
-        unsafe { vdupq_n_f32(v) }
+// The activations' arithmetic on one 4-lane register. NEON's `max` and `min` return NaN when either
+// operand is NaN, which keeps NaN as `Lanes` asks.
+impl_lanes!(
+    float32x4_t,
+    splat: vdupq_n_f32,
+    add: vaddq_f32,
+    sub: vsubq_f32,
+    mul: vmulq_f32,
+    div: vdivq_f32,
+    max: vmaxq_f32,
+    min: vminq_f32,
+    mul_add: |a, b, c| vfmaq_f32(c, a, b),
+    pow2: |n| {
+        let biased = vaddq_s32(vcvtnq_s32_f32(n), vdupq_n_s32(127));
+        vreinterpretq_f32_s32(vshlq_n_s32::<23>(biased))
     }
-    #[inline(always)]
-    unsafe fn add(a: Self, b: Self) -> Self {
-        unsafe { vaddq_f32(a, b) }
-    }
-    #[inline(always)]
-    unsafe fn sub(a: Self, b: Self) -> Self {
-        unsafe { vsubq_f32(a, b) }
-    }
-    #[inline(always)]
-    unsafe fn mul(a: Self, b: Self) -> Self {
-        unsafe { vmulq_f32(a, b) }
-    }
-    #[inline(always)]
-    unsafe fn mul_add(a: Self, b: Self, c: Self) -> Self {
-        unsafe { vfmaq_f32(c, a, b) }
-    }
-    #[inline(always)]
-    unsafe fn div(a: Self, b: Self) -> Self {
-        unsafe { vdivq_f32(a, b) }
-    }
-    #[inline(always)]
-    unsafe fn max(a: Self, b: Self) -> Self {
-        unsafe { vmaxq_f32(a, b) }
-    }
-    #[inline(always)]
-    unsafe fn min(a: Self, b: Self) -> Self {
-        unsafe { vminq_f32(a, b) }
-    }
-    #[inline(always)]
-    unsafe fn pow2(n: Self) -> Self {
-        unsafe {
-            let biased = vaddq_s32(vcvtnq_s32_f32(n), vdupq_n_s32(127));
-            vreinterpretq_f32_s32(vshlq_n_s32::<23>(biased))
-        }
-    }
-}
+);
 
 kernel_table!(
     tile: SimdTile<Neon>,
-    depthwise: SimdBlocks<Neon>,
+    simd: Neon,
+    span: NoSpan,
     fma: true,
     #[target_feature(enable = "neon")]
 );

@@ -3,7 +3,7 @@
 //! the hand-written kernels are tested beside, and what runs where no other instruction set does.
 
 use crate::activation::apply;
-use crate::depthwise::SimdBlocks;
+use crate::depthwise::NoSpan;
 use crate::isa::{kernel_table, Simd};
 use crate::tile::SimdTile;
 use effnet_arch::variant::Activation;
@@ -55,6 +55,7 @@ impl Simd for Portable {
 
 kernel_table!(
     tile: SimdTile<Portable>,
-    depthwise: SimdBlocks<Portable>,
+    simd: Portable,
+    span: NoSpan,
     fma: false
 );

@@ -9,12 +9,29 @@
 //! in one process. (On 3 x 3 kernels, whose rows share too few inputs, this measured no faster.)
 
 use super::activation::with_avx512_activation;
-use crate::depthwise::{LANES, PIXELS};
+use crate::depthwise::{RowSpan, LANES, PIXELS};
 use crate::feature_map::MapView;
 use crate::geometry::Geometry;
 use crate::layers::PreparedConv;
 use std::arch::x86_64::{__m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_storeu_ps};
 use std::ops::Range;
+
+/// The 5 x 5 row kernel of the AVX-512 table.
+pub(crate) struct Span5x5;
+
+impl RowSpan for Span5x5 {
+    #[inline(always)]
+    unsafe fn span(
+        x: &MapView,
+        c: &PreparedConv,
+        g: Geometry,
+        row: (usize, Range<usize>),
+        row_out: &mut [f32],
+    ) -> bool {
+        // SAFETY: forwarded.
+        unsafe { depthwise_span(x, c, g, row, row_out) }
+    }
+}
 
 /// The blocks of output row `oy` starting at the pixels `blocks` (steps of [`PIXELS`]; the last one may
 /// run past the row's end, and only the pixels before it are stored), for the channels in whole
@@ -25,7 +42,7 @@ use std::ops::Range;
 /// The CPU must support AVX-512F and DQ, and every tap of every pixel of the blocks (all [`PIXELS`] of the
 /// last one too) must lie inside `x`.
 #[target_feature(enable = "avx512f,avx512dq")]
-pub(crate) unsafe fn depthwise_span(
+unsafe fn depthwise_span(
     x: &MapView,
     c: &PreparedConv,
     g: Geometry,
