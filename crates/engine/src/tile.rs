@@ -52,7 +52,7 @@ pub(crate) trait TileKernel {
 ///
 /// # Safety
 /// `T`'s instruction set must be available; every input `layout` addresses for the `m` pixels must be
-/// readable, and the rest of the contract of [`crate::panels::gemm`] must hold.
+/// readable, and the rest of the contract of [`crate::panels::gemm()`] must hold.
 #[inline(always)]
 pub(crate) unsafe fn gemm_laid_out<T: TileKernel>(
     x: *const f32,

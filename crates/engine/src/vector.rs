@@ -67,7 +67,7 @@ pub(crate) fn scale_rows_body(rows: &mut [f32], gate: &[f32]) {
 }
 
 /// Squeeze-excite in place: mean, reduce + activation, expand + sigmoid, scale every channel. (The
-/// engine itself applies the gate inside the project convolution instead, see [`pointwise_gated`].)
+/// engine itself applies the gate inside the project convolution instead, see [`crate::pointwise::pointwise_gated`].)
 pub fn squeeze_excite(
     x: &mut FeatureMap,
     reduce: &PreparedConv,

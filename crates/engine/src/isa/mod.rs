@@ -2,17 +2,17 @@
 //! the CPU's features (or forced with `EFFNET_ISA`), after the pattern of tract's `linalg` ops table.
 //!
 //! Everything that depends on an instruction set lives in a module compiled only for its architecture
-//! ([`avx512`] and [`avx2`] on x86-64, [`neon`] on aarch64) plus [`portable`], which builds everywhere.
-//! Each fills a [`Kernels`] with the same generic kernel bodies (written against the [`Simd`] block
-//! type, or plain loops the compiler vectorises) compiled for its features, or its own hand-written
-//! kernels where those are faster. Call sites go through [`kernels()`] and never name an instruction
-//! set; the element type is part of the table too, so reduced-precision kernels join it as new entries
-//! rather than new call sites.
+//! (`avx512` and `avx2` on x86-64, `neon` on aarch64) plus `portable`, which builds everywhere. Each
+//! fills a table of kernels with the same generic kernel bodies (written against a `Simd` block type, or
+//! plain loops the compiler vectorises) compiled for its features, or its own hand-written kernels where
+//! those are faster. Call sites go through the table and never name an instruction set; the element
+//! type is part of the table too, so reduced-precision kernels join it as new entries rather than new
+//! call sites.
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
-pub mod avx512;
+pub(crate) mod avx512;
 #[cfg(target_arch = "aarch64")]
 pub(crate) mod neon;
 pub(crate) mod portable;
@@ -137,15 +137,17 @@ pub(crate) fn tables() -> Vec<(Isa, &'static Kernels)> {
         .collect()
 }
 
-/// The kernel table of the [`active`] instruction set.
-///
-/// # Panics
-/// If `EFFNET_ISA` names an instruction set this machine cannot run: programs check [`active`] first
-/// to report that as an error.
+/// The kernel table of the [`active`] instruction set. Where `EFFNET_ISA` names one this machine cannot
+/// run, a warning says so and the fastest it runs is used (the `effnet` binary checks [`active`] first and
+/// stops with that error instead).
 pub(crate) fn kernels() -> &'static Kernels {
     static KERNELS: OnceLock<&'static Kernels> = OnceLock::new();
     KERNELS.get_or_init(|| {
-        let isa = active().unwrap_or_else(|e| panic!("{e}"));
+        let isa = active().unwrap_or_else(|e| {
+            let fastest = Isa::available()[0];
+            eprintln!("effnet: warning: {e}; running the {fastest} kernels");
+            fastest
+        });
         isa.table()
             .expect("an available instruction set has a table")
     })
@@ -159,7 +161,7 @@ pub(crate) type DenseVector = fn(&[f32], (&[f32], usize), &[f32], Option<Activat
 pub(crate) struct Kernels {
     /// `dest = act(x * w + bias) + residual` for `m` pixels whose inputs start at `x` and are laid out as
     /// the layout says, for the output channels of a range of panels. Unsafe for its pointers: see
-    /// [`crate::panels::gemm`].
+    /// [`crate::panels::gemm()`].
     pub gemm: unsafe fn(*const f32, usize, InputLayout, PanelRows, Epilogue, Dest, Range<usize>),
     /// Output rows of a depthwise convolution: see [`crate::depthwise::depthwise_rows`].
     pub depthwise_rows: fn(&MapView, &PreparedConv, Geometry, usize, &mut [f32]),
@@ -238,7 +240,7 @@ macro_rules! kernel_table {
         /// The GEMM of the table.
         ///
         /// # Safety
-        /// The instruction set must be available, and the contract of [`crate::panels::gemm`] hold.
+        /// The instruction set must be available, and the contract of [`crate::panels::gemm()`] hold.
         $(#[$feature])*
         unsafe fn gemm(
             x: *const f32,
@@ -306,7 +308,7 @@ macro_rules! kernel_table {
         }
 
         /// This instruction set's kernels. The closures' calls are sound because the table is only handed
-        /// out where the CPU runs the instruction set (see [`Kernels`]).
+        /// out where the CPU runs the instruction set (see [`crate::isa::Kernels`]).
         pub(crate) static KERNELS: $crate::isa::Kernels = $crate::isa::Kernels {
             gemm,
             // SAFETY (each closure): the instruction set is available wherever the table is used.

@@ -3,7 +3,7 @@
 //! 16-lane registers two channel blocks at a time, unrolled 5 x 5 rows, and swish and sigmoid in 14
 //! instructions, all applying their epilogue in registers.
 
-pub mod activation;
+pub(crate) mod activation;
 mod depthwise_span;
 mod tile;
 mod tile_asm;
