@@ -147,9 +147,7 @@ impl<S: Simd> SimdBlocks<S> {
             }
         }
     }
-}
 
-impl<S: Simd> SimdBlocks<S> {
     /// The block at `at`, channels `c0..c0 + 16 * B`, bias and activation included: with `INSIDE`,
     /// every tap is inside the image and none is checked; else taps in the padding are skipped.
     ///

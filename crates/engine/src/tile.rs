@@ -135,8 +135,7 @@ impl<S: Simd> TileKernel for SimdTile<S> {
 
 /// `R` pixels of the panel of `at`, one 16-column half at a time: `R` blocks of accumulators over the
 /// whole `k`, then activation ([`activation_of`] `ACT`) and residual in registers before their only
-/// store. A half of fewer than
-/// 16 valid columns (the last panel's) is stored through a local block.
+/// store. A half of fewer than 16 valid columns (the last panel's) is stored through a local block.
 ///
 /// # Safety
 /// As [`TileKernel::tile`].
