@@ -106,17 +106,20 @@ const HALF: usize = 16;
 /// How many panel rows ahead of its reads a [`Simd`] tile prefetches the weights.
 const PREFETCH_ROWS: usize = 32;
 
-/// The tile kernel of a [`Simd`] block type: `S::TILE_PIXELS` pixels x 16 output channels of
-/// accumulators, over each half of the panel in turn; each pixel's input is broadcast straight from the
-/// NHWC map, so the input needs no packing.
-pub(crate) struct SimdTile<S>(PhantomData<S>);
+/// The tile kernel of a [`Simd`] block type: `PIXELS` (1 to 8: as many as the register file holds)
+/// pixels x 16 output channels of accumulators, over each half of the panel in turn; each pixel's input
+/// is broadcast straight from the NHWC map, so the input needs no packing.
+pub(crate) struct SimdTile<S, const PIXELS: usize>(PhantomData<S>);
 
-impl<S: Simd> TileKernel for SimdTile<S> {
-    const PIXELS: usize = S::TILE_PIXELS;
+impl<S: Simd, const PIXELS: usize> TileKernel for SimdTile<S, PIXELS> {
+    const PIXELS: usize = {
+        assert!(PIXELS >= 1 && PIXELS <= 8, "a SIMD tile has 1 to 8 pixels");
+        PIXELS
+    };
 
     #[inline(always)]
     unsafe fn tile(rows: usize, at: Tile, activation: Option<Activation>) {
-        // SAFETY (each arm): forwarded; `S::TILE_PIXELS` is at most 8.
+        // SAFETY (each arm): forwarded; `rows` is at most `PIXELS`, at most 8.
         unsafe {
             with_activation_code!(activation, |ACT| match rows {
                 1 => simd_tile::<S, 1, ACT>(at),

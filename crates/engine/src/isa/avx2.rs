@@ -22,7 +22,6 @@ pub(crate) struct Avx2;
 
 impl Simd for Avx2 {
     type Block = [__m256; 2];
-    const TILE_PIXELS: usize = 6;
     const WIDE: bool = false;
 
     #[inline(always)]
@@ -82,7 +81,7 @@ impl Simd for Avx2 {
 }
 
 kernel_table!(
-    tile: SimdTile<Avx2>,
+    tile: SimdTile<Avx2, 6>,
     simd: Avx2,
     span: NoSpan,
     fma: true,

@@ -179,8 +179,6 @@ pub(crate) struct Kernels {
 pub(crate) trait Simd {
     /// Sixteen f32 lanes (one or more registers).
     type Block: Copy;
-    /// Pixels per GEMM register tile (of 16 output channels): as many as the register file holds.
-    const TILE_PIXELS: usize;
     /// Whether the register file holds two channel blocks of depthwise accumulators.
     const WIDE: bool;
 

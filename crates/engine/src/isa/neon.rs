@@ -18,7 +18,6 @@ pub(crate) struct Neon;
 
 impl Simd for Neon {
     type Block = [float32x4_t; 4];
-    const TILE_PIXELS: usize = 6;
     const WIDE: bool = false;
 
     #[inline(always)]
@@ -83,7 +82,7 @@ impl_lanes!(
 );
 
 kernel_table!(
-    tile: SimdTile<Neon>,
+    tile: SimdTile<Neon, 6>,
     simd: Neon,
     span: NoSpan,
     fma: true,

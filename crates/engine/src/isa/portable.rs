@@ -14,8 +14,6 @@ pub(crate) struct Portable;
 
 impl Simd for Portable {
     type Block = [f32; 16];
-    // 4 pixels x 16 accumulators: with SSE2's 16 registers more pixels would spill.
-    const TILE_PIXELS: usize = 4;
     const WIDE: bool = false;
 
     #[inline(always)]
@@ -53,8 +51,9 @@ impl Simd for Portable {
     }
 }
 
+// Tiles of 4 pixels x 16 accumulators: with SSE2's 16 registers more pixels would spill.
 kernel_table!(
-    tile: SimdTile<Portable>,
+    tile: SimdTile<Portable, 4>,
     simd: Portable,
     span: NoSpan,
     fma: false

@@ -32,8 +32,6 @@ pub(crate) struct Avx512;
 
 impl Simd for Avx512 {
     type Block = __m512;
-    // The most a generic tile takes; the GEMM runs its own tile of 12 x 32 instead (see `tile`).
-    const TILE_PIXELS: usize = 8;
     const WIDE: bool = true;
 
     #[inline(always)]
