@@ -33,33 +33,28 @@ pub(crate) trait RowSpan {
     /// for the channels in whole 16-channel blocks, into `row_out`; returns `false`, doing nothing,
     /// where there is no such kernel for `c`.
     ///
+    /// (None, by default: every block runs the per-block kernel.)
+    ///
     /// # Safety
     /// The instruction set must be available, and every tap of every pixel of the blocks (all
     /// [`PIXELS`] of the last one too) must lie inside `x`.
+    #[inline(always)]
     unsafe fn span(
         x: &MapView,
         c: &PreparedConv,
         g: Geometry,
         row: (usize, Range<usize>),
         row_out: &mut [f32],
-    ) -> bool;
+    ) -> bool {
+        let _ = (x, c, g, row, row_out);
+        false
+    }
 }
 
 /// No row kernel: every block runs the per-block kernel.
 pub(crate) struct NoSpan;
 
-impl RowSpan for NoSpan {
-    #[inline(always)]
-    unsafe fn span(
-        _: &MapView,
-        _: &PreparedConv,
-        _: Geometry,
-        _: (usize, Range<usize>),
-        _: &mut [f32],
-    ) -> bool {
-        false
-    }
-}
+impl RowSpan for NoSpan {}
 
 /// `a * b + c`, as one fused instruction where `fused` (the instruction set has FMA; without it
 /// `mul_add` would be a slow library call).
@@ -213,8 +208,8 @@ pub(crate) fn depthwise_rows(
     (kernels().depthwise_rows)(x, c, g, first_row, out)
 }
 
-/// [`depthwise_rows`] with the blocks of [`SimdBlocks<S>`] and the row kernel `R`; `fused` says whether
-/// the channel tail may use FMA.
+/// [`depthwise_rows`] with the blocks of [`SimdBlocks<S>`] and the row kernel `R` (the channel tail fuses
+/// its multiply-adds where `S` does).
 ///
 /// # Safety
 /// The instruction set of `S` and `R` must be available.
@@ -225,7 +220,6 @@ pub(crate) unsafe fn depthwise_rows_with<S: Simd, R: RowSpan>(
     g: Geometry,
     first_row: usize,
     out: &mut [f32],
-    fused: bool,
 ) {
     let (ch, k, s) = (x.channels.len(), c.kernel, c.stride);
     // Not capped at the output size, so a row's short last block is interior when the data has room for
@@ -272,7 +266,7 @@ pub(crate) unsafe fn depthwise_rows_with<S: Simd, R: RowSpan>(
                 c0 += if pair { 2 * LANES } else { LANES };
             }
             for c0 in c0..ch {
-                depthwise_channel(x, c, g, at, c0, pixels, fused);
+                depthwise_channel(x, c, g, at, c0, pixels, S::FMA);
             }
         }
     }

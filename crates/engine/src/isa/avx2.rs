@@ -23,6 +23,7 @@ pub(crate) struct Avx2;
 impl Simd for Avx2 {
     type Block = [__m256; 2];
     const WIDE: bool = false;
+    const FMA: bool = true;
 
     #[inline(always)]
     unsafe fn load(p: *const f32) -> Self::Block {
@@ -84,7 +85,6 @@ kernel_table!(
     tile: SimdTile<Avx2, 6>,
     simd: Avx2,
     span: NoSpan,
-    fma: true,
     #[target_feature(enable = "avx2,fma")]
 );
 

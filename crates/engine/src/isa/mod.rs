@@ -181,6 +181,9 @@ pub(crate) trait Simd {
     type Block: Copy;
     /// Whether the register file holds two channel blocks of depthwise accumulators.
     const WIDE: bool;
+    /// Whether the instruction set has fused multiply-add (scalar code may then use `f32::mul_add`,
+    /// which would otherwise be a slow library call).
+    const FMA: bool;
 
     /// Loads 16 values from `p` (no alignment needed).
     ///
@@ -232,9 +235,9 @@ pub(crate) trait Simd {
 /// Defines, in an instruction set's module, the kernels of the table compiled for its features (the
 /// attributes given last, e.g. `#[target_feature(enable = "avx2,fma")]`) and the table `KERNELS`: the
 /// GEMM with tile kernel `$tile`, the depthwise rows with the blocks of register type `$simd` and row
-/// kernel `$span` (and FMA in the channel tail when `$fma`), and the vectorised loops of [`crate::reduce`] and [`crate::vector`].
+/// kernel `$span`, and the vectorised loops of [`crate::reduce`] and [`crate::vector`].
 macro_rules! kernel_table {
-    (tile: $tile:ty, simd: $simd:ty, span: $span:ty, fma: $fma:expr $(, #[$feature:meta])*) => {
+    (tile: $tile:ty, simd: $simd:ty, span: $span:ty $(, #[$feature:meta])*) => {
         /// The GEMM of the table.
         ///
         /// # Safety
@@ -269,7 +272,7 @@ macro_rules! kernel_table {
         ) {
             // SAFETY: forwarded.
             unsafe {
-                $crate::depthwise::depthwise_rows_with::<$simd, $span>(x, c, g, first_row, out, $fma)
+                $crate::depthwise::depthwise_rows_with::<$simd, $span>(x, c, g, first_row, out)
             }
         }
 

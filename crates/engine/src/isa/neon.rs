@@ -19,6 +19,7 @@ pub(crate) struct Neon;
 impl Simd for Neon {
     type Block = [float32x4_t; 4];
     const WIDE: bool = false;
+    const FMA: bool = true;
 
     #[inline(always)]
     unsafe fn load(p: *const f32) -> Self::Block {
@@ -85,6 +86,5 @@ kernel_table!(
     tile: SimdTile<Neon, 6>,
     simd: Neon,
     span: NoSpan,
-    fma: true,
     #[target_feature(enable = "neon")]
 );

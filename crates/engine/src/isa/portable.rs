@@ -15,6 +15,7 @@ pub(crate) struct Portable;
 impl Simd for Portable {
     type Block = [f32; 16];
     const WIDE: bool = false;
+    const FMA: bool = false;
 
     #[inline(always)]
     unsafe fn load(p: *const f32) -> Self::Block {
@@ -55,6 +56,5 @@ impl Simd for Portable {
 kernel_table!(
     tile: SimdTile<Portable, 4>,
     simd: Portable,
-    span: NoSpan,
-    fma: false
+    span: NoSpan
 );

@@ -83,35 +83,6 @@ pub fn relu6(x: __m512) -> __m512 {
     _mm512_min_ps(_mm512_set1_ps(6.0), _mm512_max_ps(_mm512_setzero_ps(), x))
 }
 
-/// Evaluates `$body` with `$f` bound to the AVX-512 function of `$activation` (the identity for none): one
-/// copy of `$body` per activation, so a store loop inside it never branches on the activation. Shared by
-/// the GEMM tile and the depthwise kernels.
-macro_rules! with_avx512_activation {
-    ($activation:expr, |$f:ident| $body:expr) => {{
-        use effnet_arch::variant::Activation;
-        use $crate::isa::avx512::activation as avx512;
-        match $activation {
-            None => {
-                let $f = |y: std::arch::x86_64::__m512| y;
-                $body
-            }
-            Some(Activation::Swish) => {
-                let $f = |y| avx512::swish(y);
-                $body
-            }
-            Some(Activation::Relu6) => {
-                let $f = |y| avx512::relu6(y);
-                $body
-            }
-            Some(Activation::Sigmoid) => {
-                let $f = |y| avx512::sigmoid(y);
-                $body
-            }
-        }
-    }};
-}
-pub(crate) use with_avx512_activation;
-
 #[cfg(test)]
 mod tests {
     use super::*;

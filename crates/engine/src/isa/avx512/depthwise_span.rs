@@ -8,10 +8,12 @@
 //! stride 2). B0's 5 x 5 layers took 0.89-0.95x the time of the per-block kernel, measured in alternation
 //! in one process. (On 3 x 3 kernels, whose rows share too few inputs, this measured no faster.)
 
-use super::activation::with_avx512_activation;
+use super::Avx512;
+use crate::activation::{activation_of, with_activation_code};
 use crate::depthwise::{RowSpan, LANES, PIXELS};
 use crate::feature_map::MapView;
 use crate::geometry::Geometry;
+use crate::isa::Simd;
 use crate::layers::PreparedConv;
 use std::arch::x86_64::{__m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_storeu_ps};
 use std::ops::Range;
@@ -110,7 +112,7 @@ unsafe fn span_of<const B: usize, const K: usize, const S: usize>(
             .data
             .as_ptr()
             .add((oy * S - g.pad_top) * x.width * ch + c0);
-        with_avx512_activation!(c.activation, |f| {
+        with_activation_code!(c.activation, |ACT| {
             for ox in blocks.clone().step_by(PIXELS) {
                 let mut acc: [[__m512; PIXELS]; B] =
                     std::array::from_fn(|b| [_mm512_loadu_ps(bias.add(b * LANES)); PIXELS]);
@@ -139,7 +141,8 @@ unsafe fn span_of<const B: usize, const K: usize, const S: usize>(
                 let dst = row_out.as_mut_ptr().add(ox * ch + c0);
                 for (b, acc) in acc.iter().enumerate() {
                     for (p, a) in acc.iter().enumerate().take(PIXELS.min(out_w - ox)) {
-                        _mm512_storeu_ps(dst.add(p * ch + b * LANES), f(*a));
+                        let y = Avx512::activate(activation_of(ACT), *a);
+                        _mm512_storeu_ps(dst.add(p * ch + b * LANES), y);
                     }
                 }
             }

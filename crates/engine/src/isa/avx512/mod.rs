@@ -33,6 +33,7 @@ pub(crate) struct Avx512;
 impl Simd for Avx512 {
     type Block = __m512;
     const WIDE: bool = true;
+    const FMA: bool = true;
 
     #[inline(always)]
     unsafe fn load(p: *const f32) -> Self::Block {
@@ -77,6 +78,5 @@ kernel_table!(
     tile: Avx512Tile,
     simd: Avx512,
     span: Span5x5,
-    fma: true,
     #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")]
 );

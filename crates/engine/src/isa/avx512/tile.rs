@@ -3,7 +3,9 @@
 //! residual applied to the accumulators before their only store. The inner loop of the tiles that do
 //! nearly all of the work is in assembly, in [`super::tile_asm`].
 
-use super::activation::with_avx512_activation;
+use super::Avx512;
+use crate::activation::{activation_of, with_activation_code};
+use crate::isa::Simd;
 use crate::panels::PANEL;
 use crate::tile::{Tile, TileKernel};
 use effnet_arch::variant::Activation;
@@ -107,7 +109,7 @@ unsafe fn tile<const R: usize, const V: usize>(at: Tile, activation: Option<Acti
             weights = weights.add(len * PANEL);
         }
         // One store loop per activation, so no register's epilogue branches on it.
-        with_avx512_activation!(activation, |f| store(acc, at, masks, f))
+        with_activation_code!(activation, |ACT| store::<R, V, ACT>(acc, at, masks))
     }
 }
 
@@ -120,18 +122,17 @@ unsafe fn tile<const R: usize, const V: usize>(at: Tile, activation: Option<Acti
 /// As [`tile`].
 #[target_feature(enable = "avx512f,avx512dq")]
 #[inline]
-unsafe fn store<const R: usize, const V: usize>(
+unsafe fn store<const R: usize, const V: usize, const ACT: u8>(
     acc: [[std::arch::x86_64::__m512; V]; R],
     at: Tile,
     masks: [u16; V],
-    activation: impl Fn(std::arch::x86_64::__m512) -> std::arch::x86_64::__m512,
 ) {
     use std::arch::x86_64::*;
     // SAFETY: bounds as stated in the contract of `tile`; lanes past `at.cols` are masked off.
     unsafe {
         for (p, acc) in acc.iter().enumerate() {
             for v in 0..V {
-                let mut y = activation(acc[v]);
+                let mut y = Avx512::activate(activation_of(ACT), acc[v]);
                 if let Some(residual) = at.residual {
                     let r = residual.add(p * at.residual_row + v * LANES);
                     y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(masks[v], r));
