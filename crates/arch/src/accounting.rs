@@ -1,7 +1,7 @@
 //! Exact accounting from the resolved [`Plan`]: parameters, multiply-adds (the paper's "FLOPS"), weight bytes
 //! and activation memory, per layer and in total. Nothing here uses the `d * w^2 * r^2` formula.
 
-use crate::memory::{activation_memory, F32_BYTES};
+use crate::memory::{activation_memory, F32_BYTES, RUNTIME_BYTES};
 use crate::plan::{Conv, LayerOp, Plan};
 use serde::Serialize;
 
@@ -58,7 +58,30 @@ pub struct Accounting {
 impl Accounting {
     /// Bytes needed to run one f32 inference: the weights plus the peak activations.
     pub fn inference_memory_bytes(&self) -> u64 {
-        self.weight_bytes + self.inference_activation_bytes
+        self.inference_batch_memory_bytes(1)
+    }
+
+    /// Bytes needed to run an f32 inference of `batch` images: the weights plus the peak activations of
+    /// each image.
+    pub fn inference_batch_memory_bytes(&self, batch: u64) -> u64 {
+        self.weight_bytes + batch * self.inference_activation_bytes
+    }
+
+    /// Bytes of an inference process: [`Accounting::inference_memory_bytes`] plus the runtime's fixed
+    /// [`RUNTIME_BYTES`]. This is what `--max-memory` bounds.
+    pub fn process_memory_bytes(&self) -> u64 {
+        self.inference_memory_bytes() + RUNTIME_BYTES
+    }
+
+    /// Bytes a training step of `batch` images needs: the activations each image keeps for backward,
+    /// `parameter_copies` f32 copies of the parameters (see [`crate::memory::RECIPE_PARAMETER_COPIES`]), the batch-norm
+    /// statistics and the runtime's fixed [`RUNTIME_BYTES`].
+    pub fn training_memory_bytes(&self, batch: u64, parameter_copies: u64) -> u64 {
+        let statistics = self.weight_bytes - self.params * F32_BYTES;
+        batch * self.training_activation_bytes
+            + parameter_copies * self.params * F32_BYTES
+            + statistics
+            + RUNTIME_BYTES
     }
 }
 

@@ -5,14 +5,26 @@
 //! multiplies the depthwise output in place and the residual add writes into the project output. A buffer is
 //! live from the op that writes it to the last op that reads it; the peak is the largest live total at any op.
 //!
-//! Training model (what autograd keeps, as PyTorch eager does): every convolution and the classifier keep
-//! their input, batch norm keeps its input, every activation keeps its input, and the SE multiply keeps both
-//! operands. Pooling, residual adds and drop-path keep nothing of activation size.
+//! Training model (what effnet's CPU trainer keeps for backward): every convolution and the classifier keep
+//! their input, batch norm keeps its input, an activation keeps its input unless it is a swish fused into
+//! the batch norm before it (the fused kernel recomputes it from the batch norm's input), and the SE
+//! multiply keeps both operands. Pooling, residual adds and drop-path keep nothing of activation size.
+//! (PyTorch eager, which keeps every activation's input, keeps more.)
 
 use crate::plan::{Conv, Plan};
+use crate::variant::Activation;
 
 /// Bytes of an f32.
 pub const F32_BYTES: u64 = 4;
+
+/// Memory an effnet process needs besides a network's weights and activations: the binary, thread
+/// stacks, the allocator's own structures and the kernels' small scratch vectors. An empty run (a network
+/// of a few kilobytes) peaks well below it; docs/memory.md has the measurements.
+pub const RUNTIME_BYTES: u64 = 16 << 20;
+
+/// f32 copies of the parameters that training with the official recipe keeps: the weights, their
+/// gradients, RMSProp's mean square and momentum, and the exponential moving average.
+pub const RECIPE_PARAMETER_COPIES: u64 = 5;
 
 /// Live and saved activation memory, per layer (in [`Plan::layers`] order) and in total.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,12 +82,14 @@ fn elements(channels: u32, size: u32) -> u64 {
     u64::from(channels) * u64::from(size) * u64::from(size)
 }
 
-/// Elements a convolution keeps for backward: its input, BN's input, the activation's input.
+/// Elements a convolution keeps for backward: its input, BN's input, and the activation's input unless
+/// the activation is a swish fused into the batch norm.
 fn conv_saved(c: &Conv) -> u64 {
     let out = elements(c.out_channels, c.output_size);
+    let fused_swish = c.batch_norm && c.activation == Some(Activation::Swish);
     elements(c.in_channels, c.input_size)
         + u64::from(c.batch_norm) * out
-        + u64::from(c.activation.is_some()) * out
+        + u64::from(c.activation.is_some() && !fused_swish) * out
 }
 
 /// Computes both memory figures for a plan.

@@ -8,6 +8,7 @@
 
 use crate::accounting::{account, Accounting};
 use crate::error::{ArchError, Result};
+use crate::memory::RECIPE_PARAMETER_COPIES;
 use crate::plan::Plan;
 use crate::resolve::resolve;
 use crate::scaling::{compound, Coefficients, MULTIPLIER_RANGE, PHI_RANGE, RESOLUTION_RANGE};
@@ -22,10 +23,29 @@ pub const PHI_STEP: f64 = 0.001;
 pub struct Budget {
     /// Most multiply-adds per image (the paper's FLOPS).
     pub max_macs: Option<u64>,
-    /// Most bytes of inference memory: f32 weights plus the peak activations of one image.
+    /// Most bytes of an inference process: f32 weights, the peak activations of one image and the
+    /// runtime ([`Accounting::process_memory_bytes`]).
     pub max_memory: Option<u64>,
     /// Most trainable parameters.
     pub max_params: Option<u64>,
+    /// Most bytes of a training process with the official recipe.
+    pub max_train_memory: Option<TrainingBudget>,
+}
+
+/// A bound on training memory: [`Accounting::training_memory_bytes`] with the recipe's parameter copies.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct TrainingBudget {
+    /// Most bytes.
+    pub max_bytes: u64,
+    /// Images per training step.
+    pub batch: u64,
+}
+
+impl TrainingBudget {
+    /// The training memory a network with these costs needs at this batch.
+    pub fn needed(&self, a: &Accounting) -> u64 {
+        a.training_memory_bytes(self.batch, RECIPE_PARAMETER_COPIES)
+    }
 }
 
 impl Budget {
@@ -33,13 +53,19 @@ impl Budget {
     pub fn admits(&self, a: &Accounting) -> bool {
         let within = |limit: Option<u64>, value: u64| limit.is_none_or(|l| value <= l);
         within(self.max_macs, a.macs)
-            && within(self.max_memory, a.inference_memory_bytes())
+            && within(self.max_memory, a.process_memory_bytes())
             && within(self.max_params, a.params)
+            && self
+                .max_train_memory
+                .is_none_or(|t| t.needed(a) <= t.max_bytes)
     }
 
     /// Whether any limit is set.
     pub fn is_unbounded(&self) -> bool {
-        self.max_macs.is_none() && self.max_memory.is_none() && self.max_params.is_none()
+        self.max_macs.is_none()
+            && self.max_memory.is_none()
+            && self.max_params.is_none()
+            && self.max_train_memory.is_none()
     }
 }
 
@@ -108,7 +134,7 @@ pub fn fit(base: &NetworkConfig, coefficients: Coefficients, budget: &Budget) ->
     coefficients.validate()?;
     if budget.is_unbounded() {
         return Err(ArchError::Infeasible(
-            "no budget given: set a limit on MACs, memory or parameters".into(),
+            "no budget given: set a limit on MACs, memory, training memory or parameters".into(),
         ));
     }
     let (k_min, k_max) = grid_bounds(base, coefficients);
@@ -126,12 +152,17 @@ pub fn fit(base: &NetworkConfig, coefficients: Coefficients, budget: &Budget) ->
     if !budget.admits(&smallest.accounting) {
         let a = &smallest.accounting;
         return Err(ArchError::Infeasible(format!(
-            "no network fits: the smallest on the grid (phi = {:.3}, {}) needs {} MACs, {} parameters and {} bytes of inference memory",
+            "no network fits: the smallest on the grid (phi = {:.3}, {}) needs {} MACs, {} parameters and {} bytes of inference memory{}",
             smallest.phi,
             smallest.plan.config.name,
             a.macs,
             a.params,
-            a.inference_memory_bytes()
+            a.process_memory_bytes(),
+            budget.max_train_memory.map_or(String::new(), |t| format!(
+                ", and {} bytes to train at batch {}",
+                t.needed(a),
+                t.batch
+            ))
         )));
     }
     // Exponential search for an infeasible upper end, then bisection: `lo` always fits, `hi` never does.

@@ -1,7 +1,8 @@
 //! The budget solver against a brute-force walk of the same `phi` grid.
 
-use effnet_arch::solver::{fit, Budget, PHI_STEP};
-use effnet_arch::{account, resolve, scaling::compound, Coefficients, Variant};
+use effnet_arch::memory::{RECIPE_PARAMETER_COPIES, RUNTIME_BYTES};
+use effnet_arch::solver::{fit, Budget, TrainingBudget, PHI_STEP};
+use effnet_arch::{account, resolve, scaling::compound, Accounting, Coefficients, Variant};
 
 fn b0() -> effnet_arch::NetworkConfig {
     Variant::by_name("b0").unwrap().config()
@@ -66,8 +67,24 @@ fn every_budget_binds() {
         ..Budget::default()
     };
     let f = fit(&b0(), Coefficients::default(), &memory).unwrap();
-    assert!(f.best.accounting.inference_memory_bytes() <= 64 << 20);
-    assert!(f.next.unwrap().accounting.inference_memory_bytes() > 64 << 20);
+    assert!(f.best.accounting.process_memory_bytes() <= 64 << 20);
+    assert!(f.next.unwrap().accounting.process_memory_bytes() > 64 << 20);
+    assert_eq!(
+        f.best.accounting.process_memory_bytes(),
+        f.best.accounting.inference_memory_bytes() + RUNTIME_BYTES
+    );
+
+    let training = Budget {
+        max_train_memory: Some(TrainingBudget {
+            max_bytes: 1 << 30,
+            batch: 16,
+        }),
+        ..Budget::default()
+    };
+    let f = fit(&b0(), Coefficients::default(), &training).unwrap();
+    let needed = |a: &Accounting| a.training_memory_bytes(16, RECIPE_PARAMETER_COPIES);
+    assert!(needed(&f.best.accounting) <= 1 << 30);
+    assert!(needed(&f.next.unwrap().accounting) > 1 << 30);
 
     let both = Budget {
         max_macs: Some(4_000_000_000),

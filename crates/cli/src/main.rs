@@ -2,6 +2,7 @@
 
 mod commands;
 mod inference;
+mod memory;
 mod model_args;
 mod output;
 mod plot;
@@ -23,6 +24,9 @@ struct Cli {
     /// Worker threads (default: all cores).
     #[arg(long, global = true)]
     threads: Option<usize>,
+    /// At the end, print this process's peak resident memory to stderr.
+    #[arg(long, global = true)]
+    report_memory: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -98,6 +102,9 @@ fn main() -> ExitCode {
         Command::Search(args) => commands::search::run(args, cli.json),
         Command::Patches(args) => commands::patches::run(args),
     };
+    if cli.report_memory {
+        memory::report_peak();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

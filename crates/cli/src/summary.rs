@@ -50,6 +50,8 @@ pub struct NetworkSummary {
     pub inference_activation_bytes: u64,
     /// Weights plus peak activations.
     pub inference_memory_bytes: u64,
+    /// An inference process: weights, peak activations and the runtime's fixed bytes.
+    pub process_memory_bytes: u64,
     /// Activation bytes kept for backward per training image.
     pub training_activation_bytes: u64,
     /// Conv and linear output elements.
@@ -118,6 +120,7 @@ impl NetworkSummary {
             weight_bytes: a.weight_bytes,
             inference_activation_bytes: a.inference_activation_bytes,
             inference_memory_bytes: a.inference_memory_bytes(),
+            process_memory_bytes: a.process_memory_bytes(),
             training_activation_bytes: a.training_activation_bytes,
             activation_count: a.activation_count,
             preprocessing: c.preprocessing,
@@ -184,6 +187,11 @@ impl NetworkSummary {
             bytes(self.weight_bytes),
             bytes(self.inference_activation_bytes),
             bytes(self.training_activation_bytes)
+        );
+        println!(
+            "inference memory {} = f32 weights (with BN statistics) + peak activations of one image; a running effnet adds its runtime: {} in all",
+            bytes(self.inference_memory_bytes),
+            bytes(self.process_memory_bytes)
         );
     }
 }

@@ -6,7 +6,7 @@ use effnet_arch::{resolve, Padding, Variant};
 use effnet_engine::kernels::{conv_dense, depthwise, pointwise, squeeze_excite, Exec, FeatureMap};
 use effnet_engine::layers::PreparedConv;
 use effnet_engine::Engine;
-use effnet_weights::random::random_weights;
+use effnet_weights::random::RandomWeights;
 use std::hint::black_box;
 
 const SERIAL: Exec = Exec { parallel: false };
@@ -24,13 +24,13 @@ fn map(h: usize, w: usize, c: usize) -> FeatureMap {
 
 fn conv(cin: usize, cout: usize, k: usize, stride: usize, dw: bool) -> PreparedConv {
     let n = if dw { k * k * cout } else { k * k * cin * cout };
-    PreparedConv::new(
-        (cin, cout),
-        (k, stride),
-        (0..n).map(|i| (i % 13) as f32 / 130.0).collect(),
-        vec![0.01; cout],
-        Some(Activation::Swish),
-    )
+    let weights: Vec<f32> = (0..n).map(|i| (i % 13) as f32 / 130.0).collect();
+    let (bias, activation) = (vec![0.01; cout], Some(Activation::Swish));
+    if dw {
+        PreparedConv::depthwise(cout, (k, stride), weights, bias, activation)
+    } else {
+        PreparedConv::new((cin, cout), (k, stride), weights, bias, activation)
+    }
 }
 
 fn kernels(c: &mut Criterion) {
@@ -75,7 +75,7 @@ fn networks(c: &mut Criterion) {
     group.sample_size(10);
     for name in ["b0", "lite0"] {
         let plan = resolve(&Variant::by_name(name).unwrap().config()).unwrap();
-        let engine = Engine::new(&plan, &random_weights(&plan, 0));
+        let engine = Engine::new(&plan, RandomWeights::new(&plan, 0));
         let r = plan.resolution() as usize;
         let batch = vec![map(r, r, 3); 8];
         group.bench_function(format!("{name} batch 1"), |b| {

@@ -7,7 +7,7 @@
 
 use effnet_arch::{resolve, Variant};
 use effnet_engine::{Engine, FeatureMap};
-use effnet_weights::random::random_weights;
+use effnet_weights::random::RandomWeights;
 use std::time::Instant;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -21,7 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let variant = Variant::by_name(&model)?;
     let plan = resolve(&variant.config())?;
-    let engine = Engine::new(&plan, &random_weights(&plan, 0));
+    let engine = Engine::new(&plan, RandomWeights::new(&plan, 0));
     let r = plan.resolution() as usize;
     let image = FeatureMap::new(
         &(0..r * r * 3)

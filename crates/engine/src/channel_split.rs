@@ -75,7 +75,7 @@ pub fn block_by_channels(x: &FeatureMap, block: &PreparedBlock, padding: Padding
             let sums = stage.channel_range(range.clone(), map);
             block.se.as_ref().map_or_else(Vec::new, |(reduce, _)| {
                 let r = reduce.out_channels;
-                let rows = (&reduce.weight[channels.start * r..], r);
+                let rows = (&reduce.rows()[channels.start * r..], r);
                 dense_vector(&means(sums, pixels), rows, &vec![0.0; r], None)
             })
         })

@@ -80,7 +80,7 @@ fn depthwise_channel(
     fused: bool,
 ) {
     let (ch, taps, k, s) = (x.channels.len(), c.out_channels, c.kernel, c.stride);
-    let (weight, bias) = (&c.weight[x.channels.start..], &c.bias[x.channels.start..]);
+    let (weight, bias) = (&c.rows()[x.channels.start..], &c.bias[x.channels.start..]);
     let mut acc = [bias[c0]; PIXELS];
     for ky in 0..k {
         let Some(iy) = source(oy, s, ky, g.pad_top, x.height) else {
@@ -160,7 +160,7 @@ impl<S: Simd> SimdBlocks<S> {
         out: &mut [f32],
     ) {
         let (ch, k, s) = (x.channels.len(), c.kernel, c.stride);
-        let (weight, bias) = (&c.weight[x.channels.start..], &c.bias[x.channels.start..]);
+        let (weight, bias) = (&c.rows()[x.channels.start..], &c.bias[x.channels.start..]);
         let tap = |out: usize, tap: usize, pad: usize, size: usize| {
             if INSIDE {
                 Some(out * s + tap - pad)

@@ -5,11 +5,22 @@ use crate::buffer::{aligned, Buffer};
 use crate::panels::Panels;
 use effnet_arch::plan::Conv;
 use effnet_arch::variant::Activation;
-use effnet_weights::Tensor;
-use std::collections::BTreeMap;
+use effnet_weights::{Tensor, TensorSource};
+use std::borrow::Cow;
 
-/// A convolution with folded batch norm, ready to run. Build it with [`PreparedConv::new`], which also packs
-/// a dense convolution's weights for the GEMM kernel; the fields are for reading.
+/// How a convolution's weights are kept: only in the form its kernels read, so the engine holds each weight
+/// once.
+#[derive(Debug, Clone)]
+enum Stored {
+    /// Row-major values (depthwise `[ky][kx][channel]`, vector `[in][out]`).
+    Rows(Buffer),
+    /// A dense convolution's `[patch][out]` matrix packed for [`crate::panels`].
+    Panels(Panels),
+}
+
+/// A convolution with folded batch norm, ready to run. Build a dense convolution with [`PreparedConv::new`]
+/// (its weights are packed for the GEMM kernel), a depthwise one with [`PreparedConv::depthwise`] and one
+/// over a pooled vector (squeeze-excite's) with [`PreparedConv::vector`]; the fields are for reading.
 #[derive(Debug, Clone)]
 pub struct PreparedConv {
     /// Input channels.
@@ -20,19 +31,16 @@ pub struct PreparedConv {
     pub kernel: usize,
     /// Stride.
     pub stride: usize,
-    /// Weights: dense `[ky][kx][in][out]`, depthwise `[ky][kx][channel]`, 1x1 `[in][out]`.
-    pub weight: Buffer,
     /// Per-output bias (the folded BN shift, or the conv's own bias).
     pub bias: Vec<f32>,
     /// Activation after the bias.
     pub activation: Option<Activation>,
-    /// A dense convolution's `[patch][out]` weights packed for [`crate::panels`]; `None` for depthwise.
-    panels: Option<Panels>,
+    /// The weights, in their kernels' form.
+    stored: Stored,
 }
 
 impl PreparedConv {
-    /// A convolution from its prepared weights (layouts as on [`PreparedConv::weight`]); dense when
-    /// `weight` holds `kernel * kernel * in_channels * out_channels` values, else depthwise.
+    /// A dense convolution over feature maps from its `[ky][kx][in][out]` weights, packed into GEMM panels.
     pub fn new(
         (in_channels, out_channels): (usize, usize),
         (kernel, stride): (usize, usize),
@@ -41,25 +49,112 @@ impl PreparedConv {
         activation: Option<Activation>,
     ) -> Self {
         let patch = kernel * kernel * in_channels;
-        let panels = (weight.len() == patch * out_channels)
-            .then(|| Panels::pack(&weight, patch, out_channels));
+        assert_eq!(
+            weight.len(),
+            patch * out_channels,
+            "[ky][kx][in][out] weights"
+        );
+        let stored = Stored::Panels(Panels::pack(&weight, patch, out_channels));
+        Self::with(
+            (in_channels, out_channels),
+            (kernel, stride),
+            bias,
+            activation,
+            stored,
+        )
+    }
+
+    /// A depthwise convolution over feature maps from its `[ky][kx][channel]` weights.
+    pub fn depthwise(
+        channels: usize,
+        (kernel, stride): (usize, usize),
+        weight: Vec<f32>,
+        bias: Vec<f32>,
+        activation: Option<Activation>,
+    ) -> Self {
+        assert_eq!(
+            weight.len(),
+            kernel * kernel * channels,
+            "[ky][kx][channel]"
+        );
+        let stored = Stored::Rows(aligned(&weight));
+        Self::with(
+            (channels, channels),
+            (kernel, stride),
+            bias,
+            activation,
+            stored,
+        )
+    }
+
+    /// A 1x1 convolution applied to a vector (squeeze-excite's reduce and expand), weights `[in][out]`.
+    pub fn vector(
+        channels: (usize, usize),
+        weight: Vec<f32>,
+        bias: Vec<f32>,
+        activation: Option<Activation>,
+    ) -> Self {
+        assert_eq!(weight.len(), channels.0 * channels.1, "[in][out] weights");
+        Self::with(
+            channels,
+            (1, 1),
+            bias,
+            activation,
+            Stored::Rows(aligned(&weight)),
+        )
+    }
+
+    /// The convolution of `stored` weights.
+    fn with(
+        (in_channels, out_channels): (usize, usize),
+        (kernel, stride): (usize, usize),
+        bias: Vec<f32>,
+        activation: Option<Activation>,
+        stored: Stored,
+    ) -> Self {
         Self {
             in_channels,
             out_channels,
             kernel,
             stride,
-            weight: aligned(&weight),
             bias,
             activation,
-            panels,
+            stored,
+        }
+    }
+
+    /// The weights in row-major order (layouts as on the constructors): borrowed where they are kept
+    /// so, unpacked into a copy for a dense convolution. The kernels read the stored form; this is for
+    /// references and inspection.
+    pub fn weight(&self) -> Cow<'_, [f32]> {
+        match &self.stored {
+            Stored::Rows(rows) => Cow::Borrowed(rows),
+            Stored::Panels(panels) => Cow::Owned(panels.unpack()),
+        }
+    }
+
+    /// Number of weights.
+    pub fn weight_count(&self) -> usize {
+        match &self.stored {
+            Stored::Rows(rows) => rows.len(),
+            Stored::Panels(panels) => panels.weight_count(),
+        }
+    }
+
+    /// The row-major weights of a depthwise or vector convolution.
+    pub(crate) fn rows(&self) -> &[f32] {
+        match &self.stored {
+            Stored::Rows(rows) => rows,
+            Stored::Panels(_) => unreachable!("a dense convolution's weights are packed"),
         }
     }
 
     /// The packed weights of a dense convolution.
     pub(crate) fn panels(&self) -> &Panels {
-        self.panels
-            .as_ref()
-            .expect("the GEMM kernels run only dense convolutions")
+        match &self.stored {
+            Stored::Panels(panels) => panels,
+            Stored::Rows(_) => unreachable!("the GEMM kernels run only dense convolutions"),
+        }
     }
 }
 
@@ -91,27 +186,28 @@ pub struct PreparedLinear {
     pub bias: Vec<f32>,
 }
 
-fn get<'t>(tensors: &'t BTreeMap<String, Tensor>, name: &str) -> &'t Tensor {
-    tensors.get(name).unwrap_or_else(|| {
+fn take(tensors: &mut impl TensorSource, name: &str) -> Tensor {
+    tensors.take(name).unwrap_or_else(|| {
         panic!("canonical tensor `{name}` missing: the loader guarantees every plan tensor")
     })
 }
 
-/// Prepares the convolution named `name` (canonical layout) for NHWC execution.
-pub fn prepare_conv(
+/// The folded weights (`[ky][kx][in][out]`, or `[ky][kx][channel]` when depthwise) and bias of the
+/// convolution named `name` (canonical layout), its tensors taken from `tensors`.
+fn fold(
     conv: &Conv,
     name: &str,
-    tensors: &BTreeMap<String, Tensor>,
+    tensors: &mut impl TensorSource,
     bn_eps: f64,
-) -> PreparedConv {
+) -> (Vec<f32>, Vec<f32>) {
     let (cout, cin_g, k) = (
         conv.out_channels as usize,
         (conv.in_channels / conv.groups) as usize,
         conv.kernel as usize,
     );
-    let w = &get(tensors, &format!("{name}.weight")).data; // [out][in/groups][ky][kx]
+    let w = take(tensors, &format!("{name}.weight")).data; // [out][in/groups][ky][kx]
     let (scale, shift): (Vec<f64>, Vec<f64>) = if conv.batch_norm {
-        let field = |f: &str| &get(tensors, &format!("{name}.bn.{f}")).data;
+        let mut field = |f: &str| take(tensors, &format!("{name}.bn.{f}")).data;
         let (gamma, beta, mean, var) = (
             field("weight"),
             field("bias"),
@@ -127,9 +223,9 @@ pub fn prepare_conv(
     } else {
         let bias = conv
             .bias
-            .then(|| &get(tensors, &format!("{name}.bias")).data);
+            .then(|| take(tensors, &format!("{name}.bias")).data);
         (0..cout)
-            .map(|o| (1.0, bias.map_or(0.0, |b| f64::from(b[o]))))
+            .map(|o| (1.0, bias.as_ref().map_or(0.0, |b| f64::from(b[o]))))
             .unzip()
     };
     let mut weight = vec![0f32; w.len()];
@@ -149,22 +245,46 @@ pub fn prepare_conv(
             }
         }
     }
-    PreparedConv::new(
-        (conv.in_channels as usize, cout),
-        (k, conv.stride as usize),
-        weight,
-        shift.into_iter().map(|b| b as f32).collect(),
-        conv.activation,
-    )
+    (weight, shift.into_iter().map(|b| b as f32).collect())
 }
 
-/// Prepares the classifier.
+/// What a convolution is applied to, which decides the form its weights are kept in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppliedTo {
+    /// Feature maps: dense weights are packed for the GEMM kernel, depthwise ones kept as rows.
+    Maps,
+    /// A pooled vector (squeeze-excite's reduce and expand): rows.
+    Vector,
+}
+
+/// Prepares the convolution named `name` (canonical layout) for NHWC execution, taking its tensors from
+/// `tensors`.
+pub fn prepare_conv(
+    conv: &Conv,
+    name: &str,
+    tensors: &mut impl TensorSource,
+    bn_eps: f64,
+    applied_to: AppliedTo,
+) -> PreparedConv {
+    let (weight, bias) = fold(conv, name, tensors, bn_eps);
+    let geometry = (conv.kernel as usize, conv.stride as usize);
+    let channels = (conv.in_channels as usize, conv.out_channels as usize);
+    match applied_to {
+        AppliedTo::Vector => PreparedConv::vector(channels, weight, bias, conv.activation),
+        AppliedTo::Maps if conv.is_depthwise() => {
+            PreparedConv::depthwise(channels.1, geometry, weight, bias, conv.activation)
+        }
+        AppliedTo::Maps => PreparedConv::new(channels, geometry, weight, bias, conv.activation),
+    }
+}
+
+/// Prepares the classifier, taking its tensors from `tensors`.
 pub fn prepare_linear(
     in_features: usize,
     out_features: usize,
-    tensors: &BTreeMap<String, Tensor>,
+    tensors: &mut impl TensorSource,
 ) -> PreparedLinear {
-    let w = &get(tensors, "classifier.weight").data; // [out][in]
+    let w = take(tensors, "classifier.weight").data; // [out][in]
     let mut weight = vec![0f32; w.len()];
     for o in 0..out_features {
         for i in 0..in_features {
@@ -175,6 +295,6 @@ pub fn prepare_linear(
         in_features,
         out_features,
         weight,
-        bias: get(tensors, "classifier.bias").data.clone(),
+        bias: take(tensors, "classifier.bias").data,
     }
 }

@@ -28,3 +28,9 @@ pub use error::{EngineError, Result};
 pub use feature_map::FeatureMap;
 pub use isa::Isa;
 pub use model::Engine;
+
+/// Bytes of activation buffers inference has allocated so far in this process. They are kept for reuse,
+/// so after the first batch of a network this stays the same from batch to batch.
+pub fn activation_pool_bytes() -> usize {
+    pool::allocated_bytes()
+}

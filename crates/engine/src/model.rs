@@ -8,15 +8,16 @@ use crate::error::{EngineError, Result};
 use crate::feature_map::{Exec, FeatureMap};
 use crate::fused::{dense_depthwise, expand_depthwise};
 use crate::geometry::geometry_of;
-use crate::layers::{prepare_conv, prepare_linear, PreparedBlock, PreparedConv, PreparedLinear};
+use crate::layers::{
+    prepare_conv, prepare_linear, AppliedTo, PreparedBlock, PreparedConv, PreparedLinear,
+};
 use crate::pointwise::{pointwise, pointwise_gated};
 use crate::pool;
 use crate::reduce::{global_average, means};
 use crate::vector::{linear, linear_batch, se_gate};
 use effnet_arch::{NetworkConfig, Padding, Plan};
-use effnet_weights::{LoadedWeights, Tensor};
+use effnet_weights::{LoadedWeights, TensorSource};
 use rayon::prelude::*;
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A network ready for inference.
@@ -30,43 +31,72 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Prepares `plan` with canonical-layout `tensors` (BN folded with the plan's epsilon).
-    pub fn new(plan: &Plan, tensors: &BTreeMap<String, Tensor>) -> Self {
+    /// Prepares `plan` with canonical-layout tensors (BN folded with the plan's epsilon), taking them from
+    /// `tensors` one layer at a time: with an owned map or a generator as the source, the source's tensors
+    /// and the prepared weights are never all in memory together.
+    pub fn new(plan: &Plan, mut tensors: impl TensorSource) -> Self {
         let eps = plan.config.bn_eps;
-        let prep = |conv, name: &str| prepare_conv(conv, name, tensors, eps);
-        let blocks = plan
-            .blocks
-            .iter()
-            .map(|b| {
-                let name = |part: &str| format!("blocks.{}.{part}", b.index);
-                PreparedBlock {
-                    expand: b.expand.as_ref().map(|e| prep(e, &name("expand"))),
-                    depthwise: prep(&b.depthwise, &name("depthwise")),
-                    se: b.se.as_ref().map(|se| {
-                        (
-                            prep(&se.reduce, &name("se.reduce")),
-                            prep(&se.expand, &name("se.expand")),
-                        )
-                    }),
-                    project: prep(&b.project, &name("project")),
-                    residual: b.residual,
-                }
-            })
-            .collect();
+        let tensors = &mut tensors;
+        let stem = prepare_conv(&plan.stem, "stem", tensors, eps, AppliedTo::Maps);
+        let blocks =
+            plan.blocks
+                .iter()
+                .map(|b| {
+                    let name = |part: &str| format!("blocks.{}.{part}", b.index);
+                    PreparedBlock {
+                        expand: b.expand.as_ref().map(|e| {
+                            prepare_conv(e, &name("expand"), tensors, eps, AppliedTo::Maps)
+                        }),
+                        depthwise: prepare_conv(
+                            &b.depthwise,
+                            &name("depthwise"),
+                            tensors,
+                            eps,
+                            AppliedTo::Maps,
+                        ),
+                        se: b.se.as_ref().map(|se| {
+                            (
+                                prepare_conv(
+                                    &se.reduce,
+                                    &name("se.reduce"),
+                                    tensors,
+                                    eps,
+                                    AppliedTo::Vector,
+                                ),
+                                prepare_conv(
+                                    &se.expand,
+                                    &name("se.expand"),
+                                    tensors,
+                                    eps,
+                                    AppliedTo::Vector,
+                                ),
+                            )
+                        }),
+                        project: prepare_conv(
+                            &b.project,
+                            &name("project"),
+                            tensors,
+                            eps,
+                            AppliedTo::Maps,
+                        ),
+                        residual: b.residual,
+                    }
+                })
+                .collect();
         let c = &plan.classifier;
         Self {
             config: plan.config.clone(),
             padding: plan.config.padding,
-            stem: prep(&plan.stem, "stem"),
+            stem,
             blocks,
-            head: prep(&plan.head, "head"),
+            head: prepare_conv(&plan.head, "head", tensors, eps, AppliedTo::Maps),
             classifier: prepare_linear(c.in_features as usize, c.out_features as usize, tensors),
         }
     }
 
-    /// Prepares loaded weights.
-    pub fn from_weights(weights: &LoadedWeights) -> Self {
-        Self::new(&weights.plan, &weights.tensors)
+    /// Prepares loaded weights, consuming them tensor by tensor.
+    pub fn from_weights(weights: LoadedWeights) -> Self {
+        Self::new(&weights.plan, weights.tensors)
     }
 
     /// The network configuration (preprocessing included).
@@ -222,7 +252,7 @@ impl Engine {
                 .into_iter()
                 .flatten()
                 .chain(se)
-                .map(|c| c.weight.len())
+                .map(|c| c.weight_count())
                 .sum();
             let channels = b.expand.as_ref().unwrap_or(&b.depthwise).in_channels;
             if weights > h * w * channels {

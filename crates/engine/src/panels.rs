@@ -39,6 +39,26 @@ impl Panels {
         Self { data, k, n }
     }
 
+    /// The row-major `[k][n]` matrix, unpacked (the inverse of [`Panels::pack`]).
+    pub fn unpack(&self) -> Vec<f32> {
+        let mut weight = vec![0f32; self.k * self.n];
+        for (p, panel) in self.data.chunks_exact(PANEL * self.k).enumerate() {
+            let cols = p * PANEL..((p + 1) * PANEL).min(self.n);
+            for (src, dst) in panel
+                .chunks_exact(PANEL)
+                .zip(weight.chunks_exact_mut(self.n))
+            {
+                dst[cols.clone()].copy_from_slice(&src[..cols.len()]);
+            }
+        }
+        weight
+    }
+
+    /// Number of weights (`k * n`, without the padding).
+    pub fn weight_count(&self) -> usize {
+        self.k * self.n
+    }
+
     /// Number of panels.
     pub fn count(&self) -> usize {
         self.n.div_ceil(PANEL)
@@ -542,5 +562,15 @@ mod tests {
             .collect();
         assert_eq!(scaled.data, Panels::pack(&direct, k, n).data);
         scaled.recycle();
+    }
+
+    #[test]
+    fn unpacking_gives_back_the_packed_matrix() {
+        for (k, n) in [(1, 1), (3, 31), (7, 32), (5, 70)] {
+            let w = values(k * n, 9);
+            let panels = Panels::pack(&w, k, n);
+            assert_eq!(panels.weight_count(), k * n);
+            assert_eq!(panels.unpack(), w, "k {k}, n {n}");
+        }
     }
 }

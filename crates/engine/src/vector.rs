@@ -85,7 +85,7 @@ pub fn squeeze_excite(
 pub fn se_gate(mean: &[f32], reduce: &PreparedConv, expand: &PreparedConv) -> Vec<f32> {
     let reduced = dense_vector(
         mean,
-        (&reduce.weight, reduce.out_channels),
+        (reduce.rows(), reduce.out_channels),
         &reduce.bias,
         reduce.activation,
     );
@@ -99,7 +99,7 @@ pub(crate) fn se_excite(
     expand: &PreparedConv,
     channels: Range<usize>,
 ) -> Vec<f32> {
-    let columns = (&expand.weight[channels.start..], expand.out_channels);
+    let columns = (&expand.rows()[channels.start..], expand.out_channels);
     dense_vector(
         reduced,
         columns,

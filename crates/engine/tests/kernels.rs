@@ -44,6 +44,7 @@ fn reference(
     let rows = padding.along(x.height as u32, k as u32, s as u32);
     let cols = padding.along(x.width as u32, k as u32, s as u32);
     let (oh, ow) = (rows.output as usize, cols.output as usize);
+    let weight = c.weight();
     let mut out = Vec::new();
     for oy in 0..oh {
         for ox in 0..ow {
@@ -59,10 +60,10 @@ fn reference(
                         let at = (iy as usize * x.width + ix as usize) * x.channels;
                         if dw {
                             acc += f64::from(x.data[at + o])
-                                * f64::from(c.weight[(ky * k + kx) * c.out_channels + o]);
+                                * f64::from(weight[(ky * k + kx) * c.out_channels + o]);
                         } else {
                             for i in 0..c.in_channels {
-                                let w = c.weight
+                                let w = weight
                                     [((ky * k + kx) * c.in_channels + i) * c.out_channels + o];
                                 acc += f64::from(x.data[at + i]) * f64::from(w);
                             }
@@ -90,10 +91,19 @@ fn conv(
     seed: u64,
 ) -> PreparedConv {
     let weights = if dw { k * k * cout } else { k * k * cin * cout };
-    PreparedConv::new(
+    let (weights, bias) = (values(weights, seed), values(cout, seed + 1));
+    if dw {
+        PreparedConv::depthwise(cout, (k, stride), weights, bias, activation)
+    } else {
+        PreparedConv::new((cin, cout), (k, stride), weights, bias, activation)
+    }
+}
+
+/// A squeeze-excite convolution (1x1, on a pooled vector) with deterministic weights.
+fn vector_conv(cin: usize, cout: usize, activation: Option<Activation>, seed: u64) -> PreparedConv {
+    PreparedConv::vector(
         (cin, cout),
-        (k, stride),
-        values(weights, seed),
+        values(cin * cout, seed),
         values(cout, seed + 1),
         activation,
     )
@@ -303,6 +313,7 @@ fn squeeze_excite_reference(
     expand: &PreparedConv,
 ) -> Vec<f32> {
     let (ch, rd, pixels) = (x.channels, reduce.out_channels, x.height * x.width);
+    let (reduce_weight, expand_weight) = (reduce.weight(), expand.weight());
     let mean: Vec<f64> = (0..ch)
         .map(|c| {
             (0..pixels)
@@ -317,7 +328,7 @@ fn squeeze_excite_reference(
                 reduce.activation,
                 f64::from(reduce.bias[j])
                     + (0..ch)
-                        .map(|c| mean[c] * f64::from(reduce.weight[c * rd + j]))
+                        .map(|c| mean[c] * f64::from(reduce_weight[c * rd + j]))
                         .sum::<f64>(),
             )
         })
@@ -328,7 +339,7 @@ fn squeeze_excite_reference(
                 Some(Activation::Sigmoid),
                 f64::from(expand.bias[c])
                     + (0..rd)
-                        .map(|j| r[j] * f64::from(expand.weight[j * ch + c]))
+                        .map(|j| r[j] * f64::from(expand_weight[j * ch + c]))
                         .sum::<f64>(),
             )
         })
@@ -344,8 +355,8 @@ fn squeeze_excite_reference(
 fn squeeze_excite_scales_each_channel_by_its_gate() {
     let (h, w, ch, rd) = (5, 3, 19, 4);
     let x = FeatureMap::new(&values(h * w * ch, 11), h, w, ch);
-    let reduce = conv(ch, rd, 1, 1, false, Some(Activation::Swish), 12);
-    let expand = conv(rd, ch, 1, 1, false, None, 13);
+    let reduce = vector_conv(ch, rd, Some(Activation::Swish), 12);
+    let expand = vector_conv(rd, ch, None, 13);
     let want = squeeze_excite_reference(&x, &reduce, &expand);
     for exec in EXECS {
         let mut y = x.clone();
@@ -371,8 +382,8 @@ fn block_split_by_channels_matches_the_reference_block() {
                         se: se.then(|| {
                             let rd = mid.div_ceil(8);
                             (
-                                conv(mid, rd, 1, 1, false, Some(Activation::Swish), 43),
-                                conv(rd, mid, 1, 1, false, None, 44),
+                                vector_conv(mid, rd, Some(Activation::Swish), 43),
+                                vector_conv(rd, mid, None, 44),
                             )
                         }),
                         project: conv(mid, cout, 1, 1, false, None, 45),

@@ -3,7 +3,7 @@
 
 use effnet_arch::{resolve, Padding, Variant};
 use effnet_engine::{Engine, FeatureMap};
-use effnet_weights::random::random_weights;
+use effnet_weights::random::RandomWeights;
 use effnet_weights::{load, LoadOptions};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -123,7 +123,7 @@ fn lite0() -> Engine {
         "{} missing: run scripts/fetch-assets",
         pth.display()
     );
-    Engine::from_weights(&load(&pth, &LoadOptions::default()).unwrap())
+    Engine::from_weights(load(&pth, &LoadOptions::default()).unwrap())
 }
 
 #[test]
@@ -182,7 +182,7 @@ fn random_engine(model: &str, padding: Padding, eps: f64) -> Engine {
     let mut config = Variant::by_name(model).unwrap().config();
     (config.padding, config.bn_eps) = (padding, eps);
     let plan = resolve(&config).unwrap();
-    Engine::new(&plan, &random_weights(&plan, 0))
+    Engine::new(&plan, RandomWeights::new(&plan, 0))
 }
 
 #[test]

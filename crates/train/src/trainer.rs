@@ -269,13 +269,16 @@ impl Accelerator {
     }
 }
 
+/// f32 copies of the parameters that [`time_train_steps`] keeps: the weights, their gradients and
+/// RMSProp's mean square and momentum (it keeps no moving average).
+pub const TIMED_STEP_PARAMETER_COPIES: u64 = 4;
+
 /// Times `steps` training steps (forward, backward, optimizer) of `plan` at `batch` images on random data,
 /// after one warm-up step; returns the median seconds per step.
 pub fn time_train_steps(plan: &Plan, batch: usize, steps: usize) -> Result<f64> {
     let base = Accelerator::Cpu.device()?;
     let device = base.clone().autodiff();
-    let tensors = initial_weights(plan, 0);
-    let mut model = EfficientNet::trainable(plan, &tensors, &base)?;
+    let mut model = EfficientNet::trainable(plan, &initial_weights(plan, 0), &base)?;
     let mut optimizer = crate::optim::OptimizerKind::Rmsprop.init(1e-5);
     let size = plan.config.resolution as usize;
     let labels: Vec<usize> = (0..batch)

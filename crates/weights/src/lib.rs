@@ -17,4 +17,4 @@ pub use error::{Result, WeightsError};
 pub use layout::Layout;
 pub use load::{load, LoadOptions, LoadedWeights};
 pub use metadata::{Provenance, WeightMetadata};
-pub use tensor::Tensor;
+pub use tensor::{Tensor, TensorSource};

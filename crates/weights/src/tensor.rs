@@ -1,4 +1,7 @@
-//! A dense, row-major f32 tensor: the in-memory form of every weight.
+//! A dense, row-major f32 tensor: the in-memory form of every weight; and [`TensorSource`], how a consumer
+//! takes tensors one at a time.
+
+use std::collections::BTreeMap;
 
 /// A row-major f32 tensor.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +33,28 @@ impl Tensor {
         }
         let strides: Vec<usize> = order.iter().map(|&a| in_strides[a]).collect();
         Tensor::new(shape.clone(), gather(&self.data, 0, &shape, &strides))
+    }
+}
+
+/// Canonical tensors handed out one at a time by name. A consumer that turns each tensor into another form
+/// (the inference engine folds and packs them) takes them from a source, so that the source's tensors and
+/// their converted forms are never all in memory together.
+pub trait TensorSource {
+    /// The tensor named `name` (canonical name), moved out of the source; `None` if it has none.
+    fn take(&mut self, name: &str) -> Option<Tensor>;
+}
+
+/// Owned tensors are moved out, so the map shrinks as the consumer's copy grows.
+impl TensorSource for BTreeMap<String, Tensor> {
+    fn take(&mut self, name: &str) -> Option<Tensor> {
+        self.remove(name)
+    }
+}
+
+/// Borrowed tensors are copied one at a time, for a caller that keeps the originals.
+impl TensorSource for &BTreeMap<String, Tensor> {
+    fn take(&mut self, name: &str) -> Option<Tensor> {
+        self.get(name).cloned()
     }
 }
 

@@ -1,13 +1,15 @@
 //! `effnet bench`: inference speed of any network on random weights (no download needed): warm-up, repeated
 //! timed runs, median latency per batch and images per second; with `--train`, the training step.
 
+use crate::memory::{map_large_allocations, peak_rss_bytes};
 use crate::model_args::ModelArgs;
-use crate::output::print_json;
+use crate::output::{bytes, print_json};
 use anyhow::{ensure, Result};
 use clap::Args;
 use effnet_arch::resolve;
 use effnet_engine::{Engine, FeatureMap};
-use effnet_weights::random::random_weights;
+use effnet_train::trainer::TIMED_STEP_PARAMETER_COPIES;
+use effnet_weights::random::RandomWeights;
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
@@ -34,6 +36,35 @@ pub struct BenchArgs {
     train: bool,
 }
 
+/// The plan's memory figure for what was run next to the process's measured peak.
+#[derive(Debug, Serialize)]
+struct MemoryReport {
+    /// The plan's bytes for this run (see `effnet info`).
+    plan_memory_bytes: u64,
+    /// This process's peak resident memory (absent where the platform does not report it).
+    peak_rss_bytes: Option<u64>,
+    /// `peak_rss_bytes / plan_memory_bytes`.
+    peak_over_plan: Option<f64>,
+}
+
+impl MemoryReport {
+    /// The report for a run whose plan needs `plan_memory_bytes`, measured now.
+    fn measured(plan_memory_bytes: u64) -> Self {
+        let peak_rss_bytes = peak_rss_bytes();
+        Self {
+            plan_memory_bytes,
+            peak_rss_bytes,
+            peak_over_plan: peak_rss_bytes.map(|p| p as f64 / plan_memory_bytes as f64),
+        }
+    }
+
+    /// `plan X, peak Y` for the text output.
+    fn describe(&self) -> String {
+        let peak = self.peak_rss_bytes.map_or("not reported".into(), bytes);
+        format!("plan {}, peak {peak}", bytes(self.plan_memory_bytes))
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct TrainBenchReport {
     model: String,
@@ -43,10 +74,16 @@ struct TrainBenchReport {
     steps: usize,
     ms_per_step: f64,
     images_per_sec: f64,
+    /// Activation bytes kept for backward per image.
+    training_activation_bytes: u64,
+    /// `plan_memory_bytes`: the training estimate for this batch with the step's parameter copies.
+    #[serde(flatten)]
+    memory: MemoryReport,
 }
 
 fn bench_train(args: &BenchArgs, plan: &effnet_arch::Plan, json: bool) -> Result<()> {
     let seconds = effnet_train::trainer::time_train_steps(plan, args.batch, args.runs)?;
+    let accounting = effnet_arch::account(plan);
     let report = TrainBenchReport {
         model: plan.config.name.clone(),
         resolution: plan.config.resolution,
@@ -55,19 +92,24 @@ fn bench_train(args: &BenchArgs, plan: &effnet_arch::Plan, json: bool) -> Result
         steps: args.runs,
         ms_per_step: seconds * 1e3,
         images_per_sec: args.batch as f64 / seconds,
+        training_activation_bytes: accounting.training_activation_bytes,
+        memory: MemoryReport::measured(
+            accounting.training_memory_bytes(args.batch as u64, TIMED_STEP_PARAMETER_COPIES),
+        ),
     };
     if json {
         return print_json(&report);
     }
     println!(
-        "{} @{} batch {} on {} threads: {:.1} ms per training step (median of {}), {:.1} images/s",
+        "{} @{} batch {} on {} threads: {:.1} ms per training step (median of {}), {:.1} images/s; memory: {}",
         report.model,
         report.resolution,
         report.batch,
         report.threads,
         report.ms_per_step,
         report.steps,
-        report.images_per_sec
+        report.images_per_sec,
+        report.memory.describe()
     );
     Ok(())
 }
@@ -86,6 +128,15 @@ struct BenchReport {
     ms_per_batch_min: f64,
     images_per_sec: f64,
     gmacs_per_sec: f64,
+    /// The plan's inference memory of one image (as `effnet info` reports it).
+    inference_memory_bytes: u64,
+    /// The plan's peak activations of one image.
+    inference_activation_bytes: u64,
+    /// Activation buffers the engine allocated (during the first batch; later ones reuse them).
+    activation_pool_bytes: usize,
+    /// `plan_memory_bytes`: weights plus the peak activations of every image of the batch.
+    #[serde(flatten)]
+    memory: MemoryReport,
 }
 
 /// Runs `effnet bench`.
@@ -99,7 +150,8 @@ pub fn run(args: &BenchArgs, json: bool) -> Result<()> {
     if args.train {
         return bench_train(args, &plan, json);
     }
-    let engine = Engine::new(&plan, &random_weights(&plan, 0));
+    map_large_allocations();
+    let engine = Engine::new(&plan, RandomWeights::new(&plan, 0));
     let r = config.resolution as usize;
     let image = FeatureMap::new(
         &(0..r * r * 3)
@@ -127,7 +179,8 @@ pub fn run(args: &BenchArgs, json: bool) -> Result<()> {
     }
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
-    let macs = effnet_arch::account(&plan).macs;
+    let accounting = effnet_arch::account(&plan);
+    let macs = accounting.macs;
     let report = BenchReport {
         model: config.name.clone(),
         resolution: config.resolution,
@@ -140,12 +193,16 @@ pub fn run(args: &BenchArgs, json: bool) -> Result<()> {
         ms_per_batch_min: times[0],
         images_per_sec: args.batch as f64 * 1e3 / median,
         gmacs_per_sec: macs as f64 * args.batch as f64 / (median * 1e6),
+        inference_memory_bytes: accounting.inference_memory_bytes(),
+        inference_activation_bytes: accounting.inference_activation_bytes,
+        activation_pool_bytes: effnet_engine::activation_pool_bytes(),
+        memory: MemoryReport::measured(accounting.inference_batch_memory_bytes(args.batch as u64)),
     };
     if json {
         return print_json(&report);
     }
     println!(
-        "{} @{} batch {} on {} threads, {} kernels: {:.2} ms per batch (median of {}, best {:.2}), {:.1} images/s, {:.1} GMAC/s",
+        "{} @{} batch {} on {} threads, {} kernels: {:.2} ms per batch (median of {}, best {:.2}), {:.1} images/s, {:.1} GMAC/s; memory: {}",
         report.model,
         report.resolution,
         report.batch,
@@ -155,7 +212,8 @@ pub fn run(args: &BenchArgs, json: bool) -> Result<()> {
         report.runs,
         report.ms_per_batch_min,
         report.images_per_sec,
-        report.gmacs_per_sec
+        report.gmacs_per_sec,
+        report.memory.describe()
     );
     Ok(())
 }

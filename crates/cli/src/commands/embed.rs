@@ -42,6 +42,7 @@ fn npy(rows: &[Embedding], width: usize) -> Result<Vec<u8>> {
 
 /// Runs `effnet embed`.
 pub fn run(args: &EmbedArgs, json_summary: bool) -> Result<()> {
+    crate::memory::map_large_allocations();
     let extension = args.out.extension().and_then(|e| e.to_str()).unwrap_or("");
     if !matches!(extension, "npy" | "json") {
         bail!(
@@ -50,7 +51,7 @@ pub fn run(args: &EmbedArgs, json_summary: bool) -> Result<()> {
         );
     }
     let weights = args.weights.load()?;
-    let engine = effnet_engine::Engine::from_weights(&weights);
+    let engine = effnet_engine::Engine::from_weights(weights);
     let (mut rows, mut failed) = (Vec::new(), 0usize);
     args.input.run(&engine, |outcome| {
         match outcome.features {

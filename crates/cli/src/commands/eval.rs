@@ -29,6 +29,7 @@ pub struct EvalArgs {
 
 /// Runs `effnet eval`.
 pub fn run(args: &EvalArgs, json: bool) -> Result<()> {
+    crate::memory::map_large_allocations();
     let mut weights = args.weights.load()?;
     let (samples, classes) = labelled_images(&args.data)?;
     let outputs = weights.config.num_classes as usize;
@@ -53,7 +54,7 @@ pub fn run(args: &EvalArgs, json: bool) -> Result<()> {
         weights.config.resolution = size;
         weights.plan = effnet_arch::resolve(&weights.config)?;
     }
-    let engine = Engine::new(&weights.plan, &weights.tensors);
+    let engine = Engine::new(&weights.plan, weights.tensors);
     let result = evaluate(
         &engine,
         &samples,

@@ -6,7 +6,7 @@ use crate::summary::NetworkSummary;
 use anyhow::Result;
 use clap::Args;
 use effnet_arch::accuracy::predict_top1;
-use effnet_arch::solver::{fit, Budget, PHI_STEP};
+use effnet_arch::solver::{fit, Budget, TrainingBudget, PHI_STEP};
 use serde::Serialize;
 
 /// Arguments of `effnet fit`.
@@ -15,9 +15,17 @@ pub struct FitArgs {
     /// Most multiply-adds per image (the paper's FLOPS), e.g. 1.8e9 or 400M.
     #[arg(long, value_parser = parse_count)]
     max_macs: Option<u64>,
-    /// Most inference memory in bytes (f32 weights + peak activations of one image), e.g. 64MiB.
+    /// Most memory of an inference process in bytes (f32 weights + peak activations of one image + the
+    /// runtime's 16 MiB), e.g. 64MiB.
     #[arg(long, value_parser = parse_count)]
     max_memory: Option<u64>,
+    /// Most memory of training with the official recipe in bytes (activations kept per image x --batch +
+    /// weights, gradients, RMSProp state and EMA + the runtime), e.g. 2GiB.
+    #[arg(long, value_parser = parse_count)]
+    max_train_memory: Option<u64>,
+    /// Images per training step, for --max-train-memory.
+    #[arg(long, default_value_t = 32)]
+    batch: u64,
     /// Most trainable parameters, e.g. 10M.
     #[arg(long, value_parser = parse_count)]
     max_params: Option<u64>,
@@ -34,6 +42,7 @@ struct FittingVariant {
     params: u64,
     macs: u64,
     inference_memory_bytes: u64,
+    process_memory_bytes: u64,
     published_top1: Option<f64>,
 }
 
@@ -50,6 +59,10 @@ struct FitReport {
     next_macs: Option<u64>,
     next_params: Option<u64>,
     next_inference_memory_bytes: Option<u64>,
+    next_process_memory_bytes: Option<u64>,
+    /// Training memory of the answer at the budget's batch (with --max-train-memory).
+    training_memory_bytes: Option<u64>,
+    next_training_memory_bytes: Option<u64>,
     fitting_variants: Vec<FittingVariant>,
     #[serde(flatten)]
     network: NetworkSummary,
@@ -57,11 +70,17 @@ struct FitReport {
 
 /// Runs `effnet fit`.
 pub fn run(args: &FitArgs, json: bool) -> Result<()> {
+    anyhow::ensure!(args.batch >= 1, "--batch must be at least 1");
     let budget = Budget {
         max_macs: args.max_macs,
         max_memory: args.max_memory,
         max_params: args.max_params,
+        max_train_memory: args.max_train_memory.map(|max_bytes| TrainingBudget {
+            max_bytes,
+            batch: args.batch,
+        }),
     };
+    let training = |a: &effnet_arch::Accounting| budget.max_train_memory.map(|t| t.needed(a));
     let base = base_config(Some(&args.base))?;
     let solution = fit(&base, args.scaling.coefficients()?, &budget)?;
     let best = &solution.best;
@@ -77,6 +96,9 @@ pub fn run(args: &FitArgs, json: bool) -> Result<()> {
         next_macs: next.map(|n| n.accounting.macs),
         next_params: next.map(|n| n.accounting.params),
         next_inference_memory_bytes: next.map(|n| n.accounting.inference_memory_bytes()),
+        next_process_memory_bytes: next.map(|n| n.accounting.process_memory_bytes()),
+        training_memory_bytes: training(&best.accounting),
+        next_training_memory_bytes: next.and_then(|n| training(&n.accounting)),
         fitting_variants: solution
             .fitting_variants
             .iter()
@@ -85,6 +107,7 @@ pub fn run(args: &FitArgs, json: bool) -> Result<()> {
                 params: a.params,
                 macs: a.macs,
                 inference_memory_bytes: a.inference_memory_bytes(),
+                process_memory_bytes: a.process_memory_bytes(),
                 published_top1: v.published_top1.map(|t| t.0),
             })
             .collect(),
@@ -102,19 +125,22 @@ pub fn run(args: &FitArgs, json: bool) -> Result<()> {
     );
     if let Some(n) = next {
         println!(
-            "next step phi = {:.3} breaks the budget: {} MACs, {} params, {} bytes of inference memory (this one: {} MACs)",
+            "next step phi = {:.3} breaks the budget: {} MACs, {} params, {} of inference process memory{} (this one: {} MACs, {}{})",
             n.phi,
             thousands(n.accounting.macs),
             thousands(n.accounting.params),
-            thousands(n.accounting.inference_memory_bytes()),
-            thousands(best.accounting.macs)
+            bytes(n.accounting.process_memory_bytes()),
+            report.next_training_memory_bytes.map_or(String::new(), |t| format!(", {} to train", bytes(t))),
+            thousands(best.accounting.macs),
+            bytes(best.accounting.process_memory_bytes()),
+            report.training_memory_bytes.map_or(String::new(), |t| format!(", {} to train", bytes(t))),
         );
     }
     let mut t = table(&[
         "official variant that also fits",
         "params",
         "MACs",
-        "inference memory",
+        "inference process memory",
         "published top-1",
     ]);
     for v in &report.fitting_variants {
@@ -123,7 +149,7 @@ pub fn run(args: &FitArgs, json: bool) -> Result<()> {
             v.name.to_string(),
             thousands(v.params),
             giga(v.macs),
-            bytes(v.inference_memory_bytes),
+            bytes(v.process_memory_bytes),
             top1,
         ]);
     }

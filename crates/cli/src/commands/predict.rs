@@ -64,9 +64,10 @@ pub fn class_labels(own: &[String], classes: usize) -> Vec<String> {
 
 /// Runs `effnet predict`.
 pub fn run(args: &PredictArgs, json: bool) -> Result<()> {
+    crate::memory::map_large_allocations();
     let weights = args.weights.load()?;
-    let engine = effnet_engine::Engine::from_weights(&weights);
     let labels = class_labels(&weights.labels, weights.config.num_classes as usize);
+    let engine = effnet_engine::Engine::from_weights(weights);
     let k = args.top_k.clamp(1, labels.len());
     let (mut results, mut failed) = (Vec::new(), 0);
     args.input.run(&engine, |outcome| {

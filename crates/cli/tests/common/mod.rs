@@ -37,17 +37,20 @@ pub fn lite0_pth() -> PathBuf {
     p
 }
 
+/// The path of a bundled photo or texture, `assets/images/{name}.png`.
+pub fn asset_image(name: &str) -> String {
+    root()
+        .join(format!("assets/images/{name}.png"))
+        .display()
+        .to_string()
+}
+
 /// Cuts the three CC0 textures (brick, grass, gravel) into 64-pixel patches under `dir/textures`: 105 per
 /// class from the top half of each photo in `train`, 105 from the bottom half in `val`.
 pub fn textures(dir: &Path) -> (PathBuf, PathBuf) {
     let images: Vec<String> = ["brick", "grass", "gravel"]
-        .iter()
-        .map(|n| {
-            root()
-                .join(format!("assets/images/{n}.png"))
-                .display()
-                .to_string()
-        })
+        .into_iter()
+        .map(asset_image)
         .collect();
     let out = dir.join("textures");
     let mut args = vec![

@@ -378,14 +378,15 @@ mod tests {
             for (k, s) in [(3, 1), (3, 2), (5, 1), (5, 2)] {
                 for padding in [Padding::TfSame, Padding::Symmetric] {
                     let x = FeatureMap::new(&values(size * size * ch, k + s), size, size, ch);
-                    let c = PreparedConv::new(
-                        (ch, ch),
+                    let c = PreparedConv::depthwise(
+                        ch,
                         (k, s),
                         values(k * k * ch, 3),
                         values(ch, 4),
                         Some(Activation::Swish),
                     );
                     let g = geometry_of(size, size, &c, padding);
+                    let weight = c.weight();
                     let mut want = Vec::new();
                     for oy in 0..g.out_h {
                         for ox in 0..g.out_w {
@@ -400,7 +401,7 @@ mod tests {
                                         {
                                             let at = (iy as usize * size + ix as usize) * ch + o;
                                             acc += f64::from(x.data[at])
-                                                * f64::from(c.weight[(ky * k + kx) * ch + o]);
+                                                * f64::from(weight[(ky * k + kx) * ch + o]);
                                         }
                                     }
                                 }

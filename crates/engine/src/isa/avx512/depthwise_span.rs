@@ -106,7 +106,7 @@ unsafe fn span_of<const B: usize, const K: usize, const S: usize>(
     // is inside `x` (so `oy * S >= pad_top` and the first block's `ox * S >= pad_left`); the stores go to
     // the first `min(PIXELS, out_w - ox)` pixels of each block, inside `row_out`.
     unsafe {
-        let weight = c.weight.as_ptr().add(x.channels.start + c0);
+        let weight = c.rows().as_ptr().add(x.channels.start + c0);
         let bias = c.bias.as_ptr().add(x.channels.start + c0);
         let top = x
             .data
