@@ -53,11 +53,13 @@ impl InputArgs {
     /// Preprocessing and resolution: the weights' defaults with the flags applied.
     pub fn preprocessing(&self, engine: &Engine) -> Result<(Preprocessing, u32)> {
         let config = engine.config();
+        if let Some(resolution) = self.resolution {
+            anyhow::ensure!(
+                (16..=4096).contains(&resolution),
+                "--resolution must be between 16 and 4096, got {resolution}"
+            );
+        }
         let resolution = self.resolution.unwrap_or(config.resolution);
-        anyhow::ensure!(
-            (16..=4096).contains(&resolution),
-            "--resolution must be between 16 and 4096, got {resolution}"
-        );
         let mut pre = if resolution == config.resolution {
             config.preprocessing
         } else {
@@ -89,6 +91,12 @@ impl InputArgs {
     ) -> Result<()> {
         anyhow::ensure!(self.batch >= 1, "--batch must be at least 1");
         let (pre, resolution) = self.preprocessing(engine)?;
+        let mut network = engine.config().clone();
+        network.resolution = resolution;
+        let needed = effnet_arch::account(&effnet_arch::resolve(&network)?)
+            .inference_batch_memory_bytes(self.batch as u64);
+        let what = format!("inference at {resolution} px, batch {}", self.batch);
+        effnet_data::system::ensure_memory(&what, needed).map_err(anyhow::Error::msg)?;
         let files = image_files(&self.inputs)?;
         let bar = ProgressBar::new(files.len() as u64);
         bar.set_style(

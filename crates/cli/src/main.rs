@@ -27,6 +27,9 @@ struct Cli {
     /// At the end, print this process's peak resident memory to stderr.
     #[arg(long, global = true)]
     report_memory: bool,
+    /// Largest image to decode, in pixels (checked in the file's header before decoding), e.g. 250M.
+    #[arg(long, global = true, value_parser = model_args::parse_count, default_value = "100M")]
+    max_pixels: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -69,10 +72,20 @@ fn restore_default_sigpipe() {
     }
 }
 
+/// The most worker threads per core `--threads` accepts: more only adds switching between them.
+const MAX_THREADS_PER_CORE: usize = 8;
+
 fn main() -> ExitCode {
     restore_default_sigpipe();
     let cli = Cli::parse();
     if let Some(threads) = cli.threads {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if threads > MAX_THREADS_PER_CORE * cores {
+            eprintln!(
+                "effnet: error: --threads {threads} is more than {MAX_THREADS_PER_CORE} per core on this machine's {cores} cores"
+            );
+            return ExitCode::FAILURE;
+        }
         if threads == 0
             || rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
@@ -83,6 +96,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    effnet_data::set_max_pixels(cli.max_pixels);
     // An instruction set forced through EFFNET_ISA that this machine cannot run is an error up front.
     if let Err(e) = effnet_engine::isa::active() {
         eprintln!("effnet: error: {e}");

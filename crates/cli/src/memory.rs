@@ -9,16 +9,7 @@
 pub fn peak_rss_bytes() -> Option<u64> {
     #[cfg(target_os = "linux")]
     {
-        let status = std::fs::read_to_string("/proc/self/status").ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        let kib: u64 = line
-            .trim_start_matches("VmHWM:")
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()?;
-        Some(kib * 1024)
+        Some(effnet_data::system::proc_kib("/proc/self/status", "VmHWM:")? * 1024)
     }
     #[cfg(all(unix, not(target_os = "linux")))]
     {

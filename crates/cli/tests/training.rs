@@ -206,6 +206,12 @@ fn a_small_network_from_scratch_beats_chance_and_a_killed_run_resumes_exactly() 
     ]));
     assert_eq!(longer["epoch"], 7);
     assert_eq!(epochs_in_csv(&cut), [1, 2, 3, 4, 5, 6, 7]);
+    // Fewer epochs than the run has trained is refused, and its settings are left as they are.
+    let config = std::fs::read(cut.join("config.json")).unwrap();
+    let o = effnet(&["train", "--resume", cut.to_str().unwrap(), "--epochs", "2"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--epochs 2 is fewer than the 7 epochs"));
+    assert_eq!(std::fs::read(cut.join("config.json")).unwrap(), config);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -268,7 +274,14 @@ fn bad_training_input_gets_one_clear_message() {
         assert!(e.contains("--features wgpu"), "{e}");
     }
 
-    // Unreadable images are skipped with a warning naming each, and the run goes on.
+    // A class whose images are all unreadable is refused.
+    let mut tiny = base.to_vec();
+    tiny.extend(["--model", "b0", "--img-size", "16"]);
+    let e = fail(&tiny);
+    assert!(e.contains("class `dog` has no readable training image"), "{e}");
+
+    // Unreadable images beside readable ones are skipped with a warning naming each, and the run goes on.
+    std::fs::copy(&cat, data.join("dog/d.png")).unwrap();
     let mut tiny = base.to_vec();
     tiny.extend([
         "--val",

@@ -1,5 +1,6 @@
 //! Turning command-line paths (files and folders) into the list of images to process.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -33,21 +34,23 @@ fn is_image(path: &Path) -> bool {
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
-/// Expands folders (recursively, sorted) into their image files; files are kept as given.
+/// Expands folders (recursively, sorted) into their image files; files are kept as given. Each real folder
+/// is walked once, however many links lead to it (a link to a parent would otherwise repeat its images
+/// without end), and a file reached twice (through links, or given twice) is listed once.
 pub fn image_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, DataError> {
-    let mut out = Vec::new();
+    let mut walk = Walk::default();
     for path in paths {
         if path.is_dir() {
-            let before = out.len();
-            collect(path, &mut out)?;
-            if out.len() == before {
+            let before = walk.files.len();
+            walk.folder(path)?;
+            if walk.files.len() == before {
                 return Err(DataError::Input {
                     path: path.clone(),
                     reason: format!("no images ({}) in this folder", IMAGE_EXTENSIONS.join(", ")),
                 });
             }
         } else if path.exists() {
-            out.push(path.clone());
+            walk.file(path.clone());
         } else {
             return Err(DataError::Input {
                 path: path.clone(),
@@ -55,24 +58,48 @@ pub fn image_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, DataError> {
             });
         }
     }
-    Ok(out)
+    Ok(walk.files)
 }
 
-fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
-    let read = std::fs::read_dir(dir).map_err(|e| DataError::Input {
-        path: dir.to_path_buf(),
-        reason: format!("cannot list: {e}"),
-    })?;
-    let mut entries: Vec<PathBuf> = read.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    entries.sort();
-    for path in entries {
-        if path.is_dir() {
-            collect(&path, out)?;
-        } else if is_image(&path) {
-            out.push(path);
+/// Folders visited and files listed so far, both by their canonical paths.
+#[derive(Default)]
+struct Walk {
+    folders: HashSet<PathBuf>,
+    seen: HashSet<PathBuf>,
+    files: Vec<PathBuf>,
+}
+
+impl Walk {
+    fn file(&mut self, path: PathBuf) {
+        let real = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+        if self.seen.insert(real) {
+            self.files.push(path);
         }
     }
-    Ok(())
+
+    fn folder(&mut self, dir: &Path) -> Result<(), DataError> {
+        let real = std::fs::canonicalize(dir).map_err(|e| DataError::Input {
+            path: dir.to_path_buf(),
+            reason: format!("cannot resolve: {e}"),
+        })?;
+        if !self.folders.insert(real) {
+            return Ok(());
+        }
+        let read = std::fs::read_dir(dir).map_err(|e| DataError::Input {
+            path: dir.to_path_buf(),
+            reason: format!("cannot list: {e}"),
+        })?;
+        let mut entries: Vec<PathBuf> = read.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        entries.sort();
+        for path in entries {
+            if path.is_dir() {
+                self.folder(&path)?;
+            } else if is_image(&path) {
+                self.file(path);
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -101,6 +128,19 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("no such file"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_link_cycle_is_walked_once_and_linked_files_are_listed_once() {
+        let dir = std::env::temp_dir().join(format!("effnet-cycle-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("a.png"), b"x").unwrap();
+        std::os::unix::fs::symlink(".", dir.join("self")).unwrap();
+        std::os::unix::fs::symlink("a.png", dir.join("b.png")).unwrap();
+        let got = image_files(std::slice::from_ref(&dir)).unwrap();
+        assert_eq!(got, [dir.join("a.png")]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

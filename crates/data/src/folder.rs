@@ -52,6 +52,8 @@ impl ImageFolder {
         }
         let mut classes = Vec::new();
         let mut samples = Vec::new();
+        // A file linked into two class folders keeps its first label only.
+        let mut seen = std::collections::HashSet::new();
         for dir in &class_dirs {
             let files = image_files(std::slice::from_ref(dir)).map_err(|_| {
                 input_error(
@@ -60,11 +62,17 @@ impl ImageFolder {
                 )
             })?;
             let label = classes.len();
-            classes.push(
-                dir.file_name()
-                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
-            );
-            samples.extend(files.into_iter().map(|path| Sample { path, label }));
+            let name = dir.file_name().unwrap_or_default();
+            classes.push(name.to_str().map(str::to_owned).ok_or_else(|| {
+                input_error(
+                    dir,
+                    "this class folder's name is not valid UTF-8; rename it (labels are text)",
+                )
+            })?);
+            let unseen = files
+                .into_iter()
+                .filter(|p| seen.insert(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())));
+            samples.extend(unseen.map(|path| Sample { path, label }));
         }
         Ok(Self {
             root: root.to_path_buf(),

@@ -9,11 +9,12 @@ pub mod folder;
 pub mod labels;
 pub mod patches;
 pub mod preprocess;
+pub mod system;
 
 pub use files::{image_files, DataError};
 pub use folder::{ImageFolder, Sample};
 pub use labels::imagenet_labels;
 pub use preprocess::{
-    crop_window, decode, load_image, normalize, preprocess, resize_region, CropWindow,
-    NormalizedImage, Region,
+    crop_window, decode, decode_from, load_image, max_pixels, normalize, preprocess, resize_region,
+    set_max_pixels, CropWindow, NormalizedImage, Region, DEFAULT_MAX_PIXELS,
 };

@@ -6,8 +6,10 @@ use crate::files::DataError;
 use effnet_arch::preprocess::{Interpolation, Preprocessing};
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
-use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
+use std::io::{BufRead, Read, Seek, SeekFrom};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A normalised RGB image, `[y][x][channel]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,29 +55,99 @@ pub fn crop_window(width: u32, height: u32, crop_pct: f64) -> CropWindow {
     }
 }
 
-/// Decodes an image file to 8-bit RGB (gray is replicated, alpha dropped, EXIF orientation applied).
+/// The default of [`set_max_pixels`]: 100 megapixels, as large as camera photos come.
+pub const DEFAULT_MAX_PIXELS: u64 = 100_000_000;
+
+static MAX_PIXELS: AtomicU64 = AtomicU64::new(DEFAULT_MAX_PIXELS);
+
+/// Sets the most pixels an image may have for [`decode`] to decode it (`--max-pixels`). The size is read
+/// from the file's header first, so a small file that claims a huge image is refused before anything is
+/// allocated.
+pub fn set_max_pixels(pixels: u64) {
+    MAX_PIXELS.store(pixels, Ordering::Relaxed);
+}
+
+/// The limit [`set_max_pixels`] set.
+pub fn max_pixels() -> u64 {
+    MAX_PIXELS.load(Ordering::Relaxed)
+}
+
+/// The last 4 KiB of `source`, which is left rewound.
+fn tail<R: Read + Seek>(source: &mut R) -> std::io::Result<Vec<u8>> {
+    let len = source.seek(SeekFrom::End(0))?;
+    source.seek(SeekFrom::Start(len.saturating_sub(4096)))?;
+    let mut tail = Vec::new();
+    source.read_to_end(&mut tail)?;
+    source.rewind()?;
+    Ok(tail)
+}
+
+/// Whether JPEG `bytes` end with the end-of-image marker (`FF D9`), allowing the padding some writers
+/// append after it. The decoder fills a truncated file's missing rows with gray instead of failing.
+fn jpeg_is_complete(tail: &[u8]) -> bool {
+    tail.windows(2).any(|w| w == [0xFF, 0xD9])
+}
+
+/// Decodes an image file to 8-bit RGB (gray is replicated, alpha dropped, EXIF orientation applied), after
+/// checking the size its header claims against [`max_pixels`] and with the decoder's own memory limits
+/// set for every format.
 pub fn decode(path: &Path) -> Result<RgbImage, DataError> {
+    let file = std::fs::File::open(path).map_err(|e| DataError::Image {
+        path: path.to_path_buf(),
+        reason: format!("cannot open: {e}"),
+    })?;
+    decode_from(path, std::io::BufReader::new(file))
+}
+
+/// [`decode`] of an image read from `source` (a file, or bytes in a cursor); `path` names it in errors.
+pub fn decode_from<R: BufRead + Seek>(path: &Path, mut source: R) -> Result<RgbImage, DataError> {
     let fail = |reason: String| DataError::Image {
         path: path.to_path_buf(),
         reason,
     };
-    let reader = ImageReader::open(path).map_err(|e| fail(format!("cannot open: {e}")))?;
+    let last = tail(&mut source).map_err(|e| fail(format!("cannot read: {e}")))?;
+    let mut reader = ImageReader::new(source);
+    let max_pixels = max_pixels();
+    let mut limits = Limits::default();
+    let side = u32::try_from(max_pixels).unwrap_or(u32::MAX);
+    (limits.max_image_width, limits.max_image_height) = (Some(side), Some(side));
+    // Room for the widest pixel format (16-bit RGBA) plus the decoder's own buffers.
+    limits.max_alloc = Some(max_pixels.saturating_mul(8).saturating_add(64 << 20));
+    reader.limits(limits);
     let reader = reader
         .with_guessed_format()
         .map_err(|e| fail(format!("cannot read: {e}")))?;
-    if reader.format().is_none() {
+    let Some(format) = reader.format() else {
         return Err(fail("not an image (unknown format)".into()));
+    };
+    if format == ImageFormat::Jpeg && !jpeg_is_complete(&last) {
+        return Err(fail(
+            "truncated JPEG (no end-of-image marker): the file is incomplete".into(),
+        ));
     }
     let mut decoder = reader
         .into_decoder()
         .map_err(|e| fail(format!("not a readable image: {e}")))?;
+    let (width, height) = decoder.dimensions();
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > max_pixels {
+        return Err(fail(format!(
+            "{width} x {height} pixels ({:.1} megapixels) is over the limit of {:.1} megapixels (raise it with --max-pixels)",
+            pixels as f64 / 1e6,
+            max_pixels as f64 / 1e6
+        )));
+    }
+    let needed = decoder.total_bytes();
+    if let Err(e) = crate::system::ensure_memory("decoding this image", needed) {
+        return Err(fail(e));
+    }
     let orientation = decoder
         .orientation()
         .map_err(|e| fail(format!("bad metadata: {e}")))?;
     let mut img =
         DynamicImage::from_decoder(decoder).map_err(|e| fail(format!("corrupt image: {e}")))?;
     img.apply_orientation(orientation);
-    Ok(img.to_rgb8())
+    Ok(img.into_rgb8())
 }
 
 /// A rectangle of the source image in pixels (fractional edges allowed: the resizer samples them).
@@ -148,24 +220,73 @@ pub fn normalize(img: &RgbImage, pre: &Preprocessing) -> NormalizedImage {
     }
 }
 
+/// A crop wider than this many times the output resolution is first reduced by an integer factor.
+const REDUCE_ABOVE: u32 = 4;
+
+/// The f32 pixels to resize and the region of them to keep: the whole image and the crop window, or, for
+/// a crop more than [`REDUCE_ABOVE`] times the output, the crop alone reduced by the integer factor `k`
+/// that leaves it at least twice the output (each value the mean of a `k x k` block, as PIL's
+/// `reducing_gap` does), so that memory stays bounded by the output size rather than the photo's.
+fn resize_source(img: &RgbImage, window: CropWindow, resolution: u32) -> (Image<'static>, Region) {
+    let side = window.width.min(window.height);
+    let k = side / (2 * resolution);
+    if side <= REDUCE_ABOVE * resolution || k < 2 {
+        let bytes: Vec<u8> = img
+            .as_raw()
+            .iter()
+            .flat_map(|&v| f32::from(v).to_ne_bytes())
+            .collect();
+        let src = Image::from_vec_u8(img.width(), img.height(), bytes, PixelType::F32x3)
+            .expect("buffer size matches the image");
+        return (src, window.into());
+    }
+    let (width, height) = (window.width / k, window.height / k);
+    let mut bytes = Vec::with_capacity((width * height * 3 * 4) as usize);
+    let scale = 1.0 / (k * k) as f32;
+    let row = img.width() as usize * 3;
+    let raw = img.as_raw();
+    for y in 0..height {
+        for x in 0..width {
+            let mut sum = [0u32; 3];
+            for dy in 0..k {
+                let at =
+                    (window.top + y * k + dy) as usize * row + (window.left + x * k) as usize * 3;
+                for px in raw[at..at + k as usize * 3].chunks_exact(3) {
+                    (0..3).for_each(|c| sum[c] += u32::from(px[c]));
+                }
+            }
+            bytes.extend(sum.iter().flat_map(|&v| (v as f32 * scale).to_ne_bytes()));
+        }
+    }
+    let src = Image::from_vec_u8(width, height, bytes, PixelType::F32x3)
+        .expect("buffer size matches the reduced crop");
+    let whole = Region {
+        left: 0.0,
+        top: 0.0,
+        width: f64::from(width),
+        height: f64::from(height),
+    };
+    (src, whole)
+}
+
 /// Crops, resizes to `resolution` x `resolution` and normalises.
 pub fn preprocess(img: &RgbImage, pre: &Preprocessing, resolution: u32) -> NormalizedImage {
     let window = crop_window(img.width(), img.height(), pre.crop_pct);
-    // Resized in f32 (as TF does): the resizer takes the pixels as native-endian f32 bytes.
-    let bytes: Vec<u8> = img
-        .as_raw()
-        .iter()
-        .flat_map(|&v| f32::from(v).to_ne_bytes())
-        .collect();
-    let src = Image::from_vec_u8(img.width(), img.height(), bytes, PixelType::F32x3)
-        .expect("buffer size matches the image");
+    let (src, region) = resize_source(img, window, resolution);
+    resize_normalized(&src, region, pre, resolution)
+}
+
+/// Resizes `region` of the f32 image `src` to `resolution` x `resolution` (in f32, as TF does) and
+/// normalises.
+fn resize_normalized(
+    src: &Image,
+    region: Region,
+    pre: &Preprocessing,
+    resolution: u32,
+) -> NormalizedImage {
     let mut dst = Image::new(resolution, resolution, PixelType::F32x3);
     Resizer::new()
-        .resize(
-            &src,
-            &mut dst,
-            &resize_options(window.into(), pre.interpolation),
-        )
+        .resize(src, &mut dst, &resize_options(region, pre.interpolation))
         .expect("pixel types match");
     let data = dst
         .buffer()
@@ -292,5 +413,53 @@ mod tests {
             .unwrap();
         assert_eq!(decode(&rgba).unwrap().get_pixel(0, 0).0, [9, 8, 7]);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_truncated_jpeg_is_an_error_not_gray_rows() {
+        let dir = std::env::temp_dir().join(format!("effnet-jpeg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut bytes = Vec::new();
+        RgbImage::from_fn(64, 64, |x, y| image::Rgb([x as u8 * 4, y as u8 * 4, 9]))
+            .write_to(
+                &mut std::io::Cursor::new(&mut bytes),
+                image::ImageFormat::Jpeg,
+            )
+            .unwrap();
+        let whole = dir.join("whole.jpg");
+        std::fs::write(&whole, &bytes).unwrap();
+        assert_eq!(decode(&whole).unwrap().dimensions(), (64, 64));
+        let cut = dir.join("cut.jpg");
+        std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+        let e = decode(&cut).unwrap_err().to_string();
+        assert!(e.contains("cut.jpg") && e.contains("truncated JPEG"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_large_photo_is_reduced_before_the_resize_and_agrees_with_the_direct_path() {
+        // 2000 x 1500 smooth colours; the crop (1312 px) is more than 4 x 224.
+        let img = RgbImage::from_fn(2000, 1500, |x, y| {
+            image::Rgb([(x / 8) as u8, (y / 6) as u8, ((x + y) / 14) as u8])
+        });
+        let pre = Preprocessing::imagenet(224);
+        let reduced = preprocess(&img, &pre, 224);
+        // The direct path: the whole image in f32, resized from the crop window.
+        let window = crop_window(img.width(), img.height(), pre.crop_pct);
+        let bytes: Vec<u8> = img
+            .as_raw()
+            .iter()
+            .flat_map(|&v| f32::from(v).to_ne_bytes())
+            .collect();
+        let src = Image::from_vec_u8(2000, 1500, bytes, PixelType::F32x3).unwrap();
+        let direct = resize_normalized(&src, window.into(), &pre, 224).data;
+        let worst = reduced
+            .data
+            .iter()
+            .zip(&direct)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        // Within two 8-bit levels (in normalised units, 2 / 255 / std).
+        assert!(worst < 2.0 / 255.0 / 0.225, "{worst}");
     }
 }

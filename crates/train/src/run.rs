@@ -95,6 +95,12 @@ pub struct Checkpoint {
     pub optimizer: Vec<u8>,
 }
 
+/// A run folder held by this process ([`RunDir::lock`]); released when dropped.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: std::fs::File,
+}
+
 impl RunDir {
     /// The run folder at `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
@@ -132,6 +138,29 @@ impl RunDir {
 
     fn checkpoint_path(&self, epoch: usize) -> PathBuf {
         self.checkpoints().join(format!("epoch-{epoch}"))
+    }
+
+    /// Takes the run folder for this process (creating it if needed) until the returned lock is dropped: a
+    /// second `train` on the same folder is refused at once instead of racing this one. Temporary files
+    /// that interrupted runs left behind are removed.
+    pub fn lock(&self) -> Result<RunLock> {
+        std::fs::create_dir_all(&self.root).map_err(|e| io_error(&self.root, "create", e))?;
+        let path = self.root.join(".lock");
+        let file = std::fs::File::create(&path).map_err(|e| io_error(&path, "create", e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(TrainError::run(
+                    &self.root,
+                    "is in use by another effnet process; wait for it to finish or choose another --out",
+                ))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_error(&path, "lock", e)),
+        }
+        for dir in [self.root.clone(), self.checkpoints()] {
+            effnet_weights::atomic::remove_stale_temporaries(&dir);
+        }
+        Ok(RunLock { _file: file })
     }
 
     /// Creates the folder for a new run; refuses one that already holds a run.

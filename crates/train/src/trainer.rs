@@ -15,6 +15,7 @@ use crate::schedule::Schedule;
 use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{activation, Bytes, Device, Tensor, TensorData};
+use effnet_arch::memory::RECIPE_PARAMETER_COPIES;
 use effnet_arch::{resolve, Plan};
 use effnet_data::augment::{Augment, RandAugment};
 use effnet_data::{ImageFolder, Sample};
@@ -69,11 +70,21 @@ impl Datasets {
     /// The training folder and either the validation folder or a seeded split of the training one.
     pub fn open(config: &TrainConfig) -> Result<Self> {
         let all = ImageFolder::open(&config.data).map_err(data_error)?;
-        match &config.val {
+        if all.classes.len() < 2 {
+            return Err(TrainError::data(
+                &config.data,
+                format!(
+                    "training needs at least two classes, found {} ({})",
+                    all.classes.len(),
+                    all.classes.join(", ")
+                ),
+            ));
+        }
+        let sets = match &config.val {
             Some(val) => {
                 let val = ImageFolder::open(val).map_err(data_error)?;
                 all.check_same_classes(&val).map_err(data_error)?;
-                Ok(Self { train: all, val })
+                Self { train: all, val }
             }
             None => {
                 let (train, val) = all.split(config.val_fraction, config.seed);
@@ -83,10 +94,40 @@ impl Datasets {
                         "too few images to hold any out for validation; give a --val folder",
                     ));
                 }
-                Ok(Self { train, val })
+                Self { train, val }
             }
+        };
+        every_class_readable(&sets.train, "training")?;
+        every_class_readable(&sets.val, "validation")?;
+        Ok(sets)
+    }
+}
+
+/// Checks that every class of `set` has at least one image that decodes, trying each class's images in
+/// turn: a class whose images are all unreadable would silently drop out of training.
+fn every_class_readable(set: &ImageFolder, split: &str) -> Result<()> {
+    let counts = set.class_counts();
+    for (label, class) in set.classes.iter().enumerate() {
+        let mut images = set.samples.iter().filter(|s| s.label == label);
+        let mut first_error = None;
+        if !images.any(|s| match effnet_data::decode(&s.path) {
+            Ok(_) => true,
+            Err(e) => {
+                first_error.get_or_insert(e.to_string());
+                false
+            }
+        }) {
+            return Err(TrainError::data(
+                &set.root,
+                format!(
+                    "class `{class}` has no readable {split} image ({} files; {})",
+                    counts[label],
+                    first_error.unwrap_or_else(|| "none at all".into())
+                ),
+            ));
         }
     }
+    Ok(())
 }
 
 fn data_error(e: effnet_data::DataError) -> TrainError {
@@ -320,15 +361,25 @@ pub enum Begin {
 /// Runs a new training run in `run`, or continues the one there, and returns its final state.
 pub fn train(run: &RunDir, begin: Begin, observer: &dyn Observer) -> Result<RunState> {
     let resume = matches!(begin, Begin::Resume { .. });
+    // A resumed run's folder is held from the start (its settings may be rewritten below); a new one's
+    // just before it is created, so that bad options or data leave no folder behind.
+    let resumed_lock = if resume { Some(run.lock()?) } else { None };
     let (config, mut state) = match begin {
         Begin::New(config) => (*config, RunState::default()),
         Begin::Resume { epochs } => {
             let mut saved = run.read_config()?;
+            let state = run.read_state()?;
             if let Some(epochs) = epochs.filter(|&e| e != saved.epochs) {
+                if epochs < state.epoch {
+                    return Err(TrainError::Options(format!(
+                        "--epochs {epochs} is fewer than the {} epochs the run has already trained",
+                        state.epoch
+                    )));
+                }
                 saved.epochs = epochs;
                 run.write_config(&saved)?;
             }
-            (saved, run.read_state()?)
+            (saved, state)
         }
     };
     validate(&config)?;
@@ -341,9 +392,25 @@ pub fn train(run: &RunDir, begin: Begin, observer: &dyn Observer) -> Result<RunS
     } else {
         (start_from_config(&config, &classes)?, None)
     };
-    if !resume {
-        run.create(&config)?;
-    }
+    let parameter_copies = RECIPE_PARAMETER_COPIES - u64::from(config.ema.is_none());
+    let needed = effnet_arch::account(&start.plan)
+        .training_memory_bytes(config.batch as u64, parameter_copies);
+    effnet_data::system::ensure_memory(
+        &format!(
+            "training {} at {} px, batch {}",
+            start.plan.config.name, config.img_size, config.batch
+        ),
+        needed,
+    )
+    .map_err(TrainError::Options)?;
+    let _lock = match resumed_lock {
+        Some(lock) => lock,
+        None => {
+            let lock = run.lock()?;
+            run.create(&config)?;
+            lock
+        }
+    };
     let device = base_device.clone().autodiff();
     let mut model = EfficientNet::trainable(&start.plan, &start.tensors, &base_device)?;
     model.set_bn_momentum(config.bn_momentum);
@@ -508,8 +575,8 @@ fn validate(config: &TrainConfig) -> Result<()> {
             "--label-smoothing must be in [0, 1)",
         ),
         (
-            !(0.0..1.0).contains(&config.val_fraction),
-            "--val-fraction must be in [0, 1)",
+            config.val.is_none() && !(config.val_fraction > 0.0 && config.val_fraction < 1.0),
+            "--val-fraction must be in (0, 1) without a --val folder (0 would hold out nothing)",
         ),
         (
             !(config.min_crop > 0.0 && config.min_crop <= 1.0),

@@ -54,7 +54,11 @@ pub fn read_raw(path: &Path) -> Result<(BTreeMap<String, Tensor>, HashMap<String
     if n == 0 {
         return Err(WeightsError::file(path, "the file is empty"));
     }
-    let (tensors, metadata) = if looks_like_safetensors(&head[..n]) {
+    // A damaged safetensors file no longer looks like one; its name still says what it should be.
+    let named_safetensors = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+    let (tensors, metadata) = if looks_like_safetensors(&head[..n]) || named_safetensors {
         let c = read_safetensors(path)?;
         (c.tensors, c.metadata)
     } else {
@@ -133,6 +137,30 @@ fn fitting_variants(layout: &Layout, tensors: &BTreeMap<String, Tensor>) -> Vec<
             misfit(&plan, layout, tensors).is_none().then_some(config)
         })
         .collect()
+}
+
+/// Refuses a tensor holding NaN or infinity, naming it as the file does: such weights give NaN scores.
+fn refuse_non_finite(
+    path: &Path,
+    layout: &Layout,
+    plan: &Plan,
+    tensors: &BTreeMap<String, Tensor>,
+) -> Result<()> {
+    let bad = params(plan).into_iter().find(|p| {
+        tensors
+            .get(&p.name)
+            .is_some_and(|t| t.data.iter().any(|v| !v.is_finite()))
+    });
+    match bad {
+        Some(p) => Err(WeightsError::mismatch(
+            path,
+            format!(
+                "tensor `{}` holds NaN or infinite values",
+                layout.key(plan, &p)
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Loads a weights file for inference or fine-tuning.
@@ -224,7 +252,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<LoadedWeights> {
         ));
     }
     let mut tensors = tensors;
-    let canonical = all
+    let canonical: BTreeMap<String, Tensor> = all
         .iter()
         .map(|p| {
             let t = tensors
@@ -233,6 +261,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<LoadedWeights> {
             (p.name.clone(), layout.to_canonical(p, t))
         })
         .collect();
+    refuse_non_finite(path, &layout, &plan, &canonical)?;
     let (labels, provenance) = metadata
         .map(|m| (m.labels, m.provenance))
         .unwrap_or_default();

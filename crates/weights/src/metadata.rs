@@ -3,6 +3,7 @@
 
 use crate::error::{Result, WeightsError};
 use effnet_arch::preprocess::{Interpolation, Preprocessing};
+use effnet_arch::scaling::{MULTIPLIER_RANGE, RESOLUTION_RANGE};
 use effnet_arch::spec::{decode_blocks, encode_blocks};
 use effnet_arch::variant::{Activation, BaseNetwork};
 use effnet_arch::{NetworkConfig, Padding};
@@ -147,6 +148,7 @@ impl WeightMetadata {
             bn_eps: num("bn_eps")?,
             preprocessing,
         };
+        check_values(path, &config)?;
         let labels = match m.get("labels") {
             Some(text) => serde_json::from_str(text)
                 .map_err(|e| WeightsError::file(path, format!("metadata `labels`: {e}")))?,
@@ -163,6 +165,66 @@ impl WeightMetadata {
             labels,
             provenance,
         }))
+    }
+}
+
+/// Refuses metadata values that the same settings given as flags would refuse: a NaN or out-of-range
+/// epsilon, std, crop fraction, resolution or multiplier would give NaN scores or a 1-pixel crop.
+fn check_values(path: &Path, c: &NetworkConfig) -> Result<()> {
+    let p = &c.preprocessing;
+    let (rmin, rmax) = RESOLUTION_RANGE;
+    let (mmin, mmax) = MULTIPLIER_RANGE;
+    let checks: [(&str, bool, String); 9] = [
+        (
+            "bn_eps",
+            c.bn_eps > 0.0 && c.bn_eps < 1.0,
+            "in (0, 1)".into(),
+        ),
+        (
+            "crop_pct",
+            p.crop_pct > 0.0 && p.crop_pct <= 1.0,
+            "in (0, 1]".into(),
+        ),
+        (
+            "std",
+            p.std.iter().all(|s| s.is_finite() && *s > 0.0),
+            "positive".into(),
+        ),
+        (
+            "mean",
+            p.mean.iter().all(|m| m.is_finite()),
+            "finite".into(),
+        ),
+        (
+            "resolution",
+            (rmin..=rmax).contains(&c.resolution),
+            format!("in {rmin}..={rmax}"),
+        ),
+        (
+            "width",
+            (mmin..=mmax).contains(&c.width),
+            format!("in [{mmin}, {mmax}]"),
+        ),
+        (
+            "depth",
+            (mmin..=mmax).contains(&c.depth),
+            format!("in [{mmin}, {mmax}]"),
+        ),
+        (
+            "dropout",
+            (0.0..1.0).contains(&c.dropout),
+            "in [0, 1)".into(),
+        ),
+        ("num_classes", c.num_classes >= 1, "at least 1".into()),
+    ];
+    match checks.into_iter().find(|(_, ok, _)| !ok) {
+        Some((key, _, rule)) => Err(WeightsError::file(
+            path,
+            format!(
+                "metadata `{key}` must be {rule}: the file is damaged or was not written by effnet"
+            ),
+        )),
+        None => Ok(()),
     }
 }
 

@@ -4,8 +4,20 @@
 //! hooks that general readers drop (persistent ids that name storages, and `torch._utils._rebuild_tensor_v2`
 //! calls), and because nothing in a weights file should be able to name arbitrary callables: every global is
 //! checked against a short allow-list and anything else is refused. Nothing is ever executed.
+//!
+//! Resources are bounded by the input, as PyTorch's `weights_only` unpickler intends: containers nest at
+//! most [`MAX_DEPTH`] deep (so nothing recurses far on the values), the memo is sparse (a huge index costs
+//! one entry), and the values that memo references copy are counted against a budget proportional to the
+//! input ("billion laughs": a few hundred bytes that copy a list of lists level by level).
 
+use std::collections::HashMap;
 use std::fmt;
+
+/// The deepest nesting of containers a pickle may build (a state dict nests a handful of levels).
+pub const MAX_DEPTH: u32 = 64;
+
+/// Values that memo references may copy, beyond the input's own length, counted in nodes.
+const COPY_ALLOWANCE: usize = 1 << 20;
 
 /// A decoded pickle value.
 #[derive(Debug, Clone, PartialEq)]
@@ -84,17 +96,69 @@ pub fn load(data: &[u8], pos: &mut usize) -> Result<Value, PickleError> {
         pos,
         stack: Vec::new(),
         marks: Vec::new(),
-        memo: Vec::new(),
+        memo: HashMap::new(),
+        copy_budget: data.len().saturating_add(COPY_ALLOWANCE),
     }
     .run()
+}
+
+/// A value on the stack or in the memo, with the depth of its nesting and its size in nodes.
+#[derive(Clone)]
+struct Entry {
+    value: Value,
+    depth: u32,
+    nodes: usize,
+}
+
+impl Entry {
+    /// A value that contains no other values.
+    fn leaf(value: Value) -> Self {
+        let nodes = match &value {
+            Value::Str(s) => 1 + s.len() / 16,
+            Value::Bytes(b) => 1 + b.len() / 16,
+            _ => 1,
+        };
+        Self {
+            value,
+            depth: 0,
+            nodes,
+        }
+    }
+
+    /// `value` built from `parts`: one level deeper than the deepest part, and their nodes plus one.
+    fn of(value: Value, parts: &[Entry]) -> Result<Self, PickleError> {
+        let deepest = parts.iter().map(|p| p.depth).max().unwrap_or(0);
+        let depth = deepest + 1;
+        if depth > MAX_DEPTH {
+            return err(format!("containers nested deeper than {MAX_DEPTH} levels"));
+        }
+        Ok(Self {
+            value,
+            depth,
+            nodes: 1 + parts.iter().map(|p| p.nodes).sum::<usize>(),
+        })
+    }
+
+    /// Adds `parts` to this container (APPEND, SETITEM and their multi-item forms).
+    fn absorb(&mut self, parts: &[Entry]) -> Result<(), PickleError> {
+        let deepest = parts.iter().map(|p| p.depth + 1).max().unwrap_or(0);
+        if deepest > MAX_DEPTH {
+            return err(format!("containers nested deeper than {MAX_DEPTH} levels"));
+        }
+        self.depth = self.depth.max(deepest);
+        self.nodes += parts.iter().map(|p| p.nodes).sum::<usize>();
+        Ok(())
+    }
 }
 
 struct Machine<'a, 'p> {
     data: &'a [u8],
     pos: &'p mut usize,
-    stack: Vec<Value>,
+    stack: Vec<Entry>,
     marks: Vec<usize>,
-    memo: Vec<Option<Value>>,
+    memo: HashMap<usize, Entry>,
+    /// Nodes that memo references may still copy.
+    copy_budget: usize,
 }
 
 impl Machine<'_, '_> {
@@ -137,13 +201,17 @@ impl Machine<'_, '_> {
             .map_err(|_| PickleError("invalid UTF-8 string".into()))
     }
 
-    fn pop(&mut self) -> Result<Value, PickleError> {
+    fn push(&mut self, value: Value) {
+        self.stack.push(Entry::leaf(value));
+    }
+
+    fn pop(&mut self) -> Result<Entry, PickleError> {
         self.stack
             .pop()
             .ok_or_else(|| PickleError("pickle stack underflow".into()))
     }
 
-    fn pop_mark(&mut self) -> Result<Vec<Value>, PickleError> {
+    fn pop_mark(&mut self) -> Result<Vec<Entry>, PickleError> {
         let mark = self
             .marks
             .pop()
@@ -154,36 +222,53 @@ impl Machine<'_, '_> {
         Ok(self.stack.split_off(mark))
     }
 
-    fn top(&mut self) -> Result<&mut Value, PickleError> {
-        self.stack
+    /// Adds `parts` to the container on top of the stack, through `add`.
+    fn extend_top(
+        &mut self,
+        parts: Vec<Entry>,
+        add: impl FnOnce(&mut Value, Vec<Value>) -> Result<(), PickleError>,
+    ) -> Result<(), PickleError> {
+        let top = self
+            .stack
             .last_mut()
-            .ok_or_else(|| PickleError("pickle stack underflow".into()))
+            .ok_or_else(|| PickleError("pickle stack underflow".into()))?;
+        top.absorb(&parts)?;
+        add(&mut top.value, parts.into_iter().map(|p| p.value).collect())
+    }
+
+    /// Pushes the container `make` builds from `parts`.
+    fn push_built(
+        &mut self,
+        parts: Vec<Entry>,
+        make: impl FnOnce(Vec<Value>) -> Result<Value, PickleError>,
+    ) -> Result<(), PickleError> {
+        let shape = Entry::of(Value::None, &parts)?;
+        let value = make(parts.into_iter().map(|p| p.value).collect())?;
+        self.stack.push(Entry { value, ..shape });
+        Ok(())
     }
 
     fn memo_put(&mut self, index: usize) -> Result<(), PickleError> {
-        let value = self
+        let entry = self
             .stack
             .last()
             .cloned()
             .ok_or_else(|| PickleError("memo of an empty stack".into()))?;
-        if index > 1 << 24 {
-            return err("memo index too large");
-        }
-        if self.memo.len() <= index {
-            self.memo.resize(index + 1, None);
-        }
-        self.memo[index] = Some(value);
+        self.memo.insert(index, entry);
         Ok(())
     }
 
     fn memo_get(&mut self, index: usize) -> Result<(), PickleError> {
-        let value = self
+        let entry = self
             .memo
-            .get(index)
-            .cloned()
-            .flatten()
+            .get(&index)
             .ok_or_else(|| PickleError(format!("memo {index} unset")))?;
-        self.stack.push(value);
+        // Each reference is a copy: count it, so that references to references cannot multiply.
+        self.copy_budget = self.copy_budget.checked_sub(entry.nodes).ok_or_else(|| {
+            PickleError("memo references copy more values than the pickle could hold".into())
+        })?;
+        let entry = entry.clone();
+        self.stack.push(entry);
         Ok(())
     }
 
@@ -239,6 +324,17 @@ impl Machine<'_, '_> {
         }
     }
 
+    /// REDUCE and NEWOBJ: `callable(*args)` for the allow-listed callables.
+    fn call(&mut self) -> Result<(), PickleError> {
+        let (args, callable) = (self.pop()?, self.pop()?);
+        let parts = [callable, args];
+        let shape = Entry::of(Value::None, &parts)?;
+        let [callable, args] = parts;
+        let value = Self::reduce(callable.value, args.value)?;
+        self.stack.push(Entry { value, ..shape });
+        Ok(())
+    }
+
     fn run(mut self) -> Result<Value, PickleError> {
         loop {
             let op = self.u8()?;
@@ -249,25 +345,25 @@ impl Machine<'_, '_> {
                 0x95 => {
                     self.take(8)?; // FRAME
                 }
-                b'.' => return self.pop(),
+                b'.' => return Ok(self.pop()?.value),
                 b'(' => self.marks.push(self.stack.len()),
-                b'}' => self.stack.push(Value::Dict(Vec::new())),
-                b']' => self.stack.push(Value::List(Vec::new())),
-                b')' => self.stack.push(Value::Tuple(Vec::new())),
-                b'N' => self.stack.push(Value::None),
-                0x88 => self.stack.push(Value::Bool(true)),
-                0x89 => self.stack.push(Value::Bool(false)),
+                b'}' => self.push(Value::Dict(Vec::new())),
+                b']' => self.push(Value::List(Vec::new())),
+                b')' => self.push(Value::Tuple(Vec::new())),
+                b'N' => self.push(Value::None),
+                0x88 => self.push(Value::Bool(true)),
+                0x89 => self.push(Value::Bool(false)),
                 b'J' => {
                     let v = i32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes"));
-                    self.stack.push(Value::Int(v.into()));
+                    self.push(Value::Int(v.into()));
                 }
                 b'K' => {
                     let v = self.u8()?;
-                    self.stack.push(Value::Int(v.into()));
+                    self.push(Value::Int(v.into()));
                 }
                 b'M' => {
                     let v = u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes"));
-                    self.stack.push(Value::Int(v.into()));
+                    self.push(Value::Int(v.into()));
                 }
                 0x8a => {
                     let n = self.u8()? as usize;
@@ -282,41 +378,31 @@ impl Machine<'_, '_> {
                     if n > 0 && n < 16 && bytes[n - 1] & 0x80 != 0 {
                         v -= 1i128 << (8 * n);
                     }
-                    self.stack.push(Value::Int(v));
+                    self.push(Value::Int(v));
                 }
                 b'G' => {
                     let v = f64::from_be_bytes(self.take(8)?.try_into().expect("8 bytes"));
-                    self.stack.push(Value::Float(v));
+                    self.push(Value::Float(v));
                 }
-                b'X' => {
+                b'X' | b'T' => {
                     let n = self.le_u32()? as usize;
                     let v = self.text(n)?;
-                    self.stack.push(v);
+                    self.push(v);
                 }
-                0x8c => {
+                0x8c | b'U' => {
                     let n = self.u8()? as usize;
                     let v = self.text(n)?;
-                    self.stack.push(v);
-                }
-                b'T' => {
-                    let n = self.le_u32()? as usize;
-                    let v = self.text(n)?;
-                    self.stack.push(v);
-                }
-                b'U' => {
-                    let n = self.u8()? as usize;
-                    let v = self.text(n)?;
-                    self.stack.push(v);
+                    self.push(v);
                 }
                 b'B' => {
                     let n = self.le_u32()? as usize;
                     let v = self.take(n)?.to_vec();
-                    self.stack.push(Value::Bytes(v));
+                    self.push(Value::Bytes(v));
                 }
                 b'C' => {
                     let n = self.u8()? as usize;
                     let v = self.take(n)?.to_vec();
-                    self.stack.push(Value::Bytes(v));
+                    self.push(Value::Bytes(v));
                 }
                 b'q' => {
                     let i = self.u8()? as usize;
@@ -340,18 +426,20 @@ impl Machine<'_, '_> {
                 }
                 b'c' => {
                     let (module, name) = (self.line()?, self.line()?);
-                    self.stack.push(Self::global(module, name)?);
+                    let global = Self::global(module, name)?;
+                    self.push(global);
                 }
                 0x93 => {
-                    let (name, module) = (self.pop()?, self.pop()?);
+                    let (name, module) = (self.pop()?.value, self.pop()?.value);
                     let (Value::Str(module), Value::Str(name)) = (module, name) else {
                         return err("STACK_GLOBAL needs strings");
                     };
-                    self.stack.push(Self::global(module, name)?);
+                    let global = Self::global(module, name)?;
+                    self.push(global);
                 }
                 b't' => {
                     let items = self.pop_mark()?;
-                    self.stack.push(Value::Tuple(items));
+                    self.push_built(items, |v| Ok(Value::Tuple(v)))?;
                 }
                 0x85..=0x87 => {
                     let n = usize::from(op - 0x84);
@@ -359,58 +447,44 @@ impl Machine<'_, '_> {
                         return err("pickle stack underflow in TUPLE");
                     }
                     let items = self.stack.split_off(self.stack.len() - n);
-                    self.stack.push(Value::Tuple(items));
+                    self.push_built(items, |v| Ok(Value::Tuple(v)))?;
                 }
                 b'l' => {
                     let items = self.pop_mark()?;
-                    self.stack.push(Value::List(items));
+                    self.push_built(items, |v| Ok(Value::List(v)))?;
                 }
                 b'd' => {
                     let items = self.pop_mark()?;
-                    self.stack.push(Value::Dict(pairs(items)?));
+                    self.push_built(items, |v| Ok(Value::Dict(pairs(v)?)))?;
                 }
                 b'a' => {
                     let v = self.pop()?;
-                    match self.top()? {
-                        Value::List(items) => items.push(v),
-                        _ => return err("APPEND to a non-list"),
-                    }
+                    self.extend_top(vec![v], into_list("APPEND"))?;
                 }
                 b'e' => {
                     let v = self.pop_mark()?;
-                    match self.top()? {
-                        Value::List(items) => items.extend(v),
-                        _ => return err("APPENDS to a non-list"),
-                    }
+                    self.extend_top(v, into_list("APPENDS"))?;
                 }
                 b's' => {
                     let (v, k) = (self.pop()?, self.pop()?);
-                    match self.top()? {
-                        Value::Dict(items) => items.push((k, v)),
-                        _ => return err("SETITEM on a non-dict"),
-                    }
+                    self.extend_top(vec![k, v], into_dict("SETITEM"))?;
                 }
                 b'u' => {
-                    let new = pairs(self.pop_mark()?)?;
-                    match self.top()? {
-                        Value::Dict(items) => items.extend(new),
-                        _ => return err("SETITEMS on a non-dict"),
-                    }
+                    let new = self.pop_mark()?;
+                    self.extend_top(new, into_dict("SETITEMS"))?;
                 }
-                b'R' => {
-                    let (args, callable) = (self.pop()?, self.pop()?);
-                    self.stack.push(Self::reduce(callable, args)?);
-                }
-                0x81 => {
-                    let (args, class) = (self.pop()?, self.pop()?);
-                    self.stack.push(Self::reduce(class, args)?);
+                b'R' | 0x81 => self.call()?,
+                b'0' => {
+                    self.pop()?; // POP
                 }
                 b'b' => {
                     self.pop()?; // BUILD: object state (e.g. a state dict's `_metadata`) is not needed.
                 }
                 b'Q' => {
                     let id = self.pop()?;
-                    self.stack.push(Value::Persistent(Box::new(id)));
+                    self.push_built(vec![id], |mut v| {
+                        Ok(Value::Persistent(Box::new(v.remove(0))))
+                    })?;
                 }
                 other => {
                     return err(format!(
@@ -420,6 +494,28 @@ impl Machine<'_, '_> {
                 }
             }
         }
+    }
+}
+
+/// Appends values to the list on top of the stack (`op` names the opcode in the error).
+fn into_list(op: &'static str) -> impl FnOnce(&mut Value, Vec<Value>) -> Result<(), PickleError> {
+    move |top, values| match top {
+        Value::List(items) => {
+            items.extend(values);
+            Ok(())
+        }
+        _ => err(format!("{op} to a non-list")),
+    }
+}
+
+/// Adds key-value pairs to the dict on top of the stack (`op` names the opcode in the error).
+fn into_dict(op: &'static str) -> impl FnOnce(&mut Value, Vec<Value>) -> Result<(), PickleError> {
+    move |top, values| match top {
+        Value::Dict(items) => {
+            items.extend(pairs(values)?);
+            Ok(())
+        }
+        _ => err(format!("{op} on a non-dict")),
     }
 }
 
@@ -493,5 +589,53 @@ mod tests {
             load(bytes, &mut 0).unwrap(),
             Value::Int(0x1950a86a20f9469cfc6c)
         );
+    }
+
+    /// A "billion laughs" pickle: level `i + 1` is a list of ten references to level `i`, `levels` deep.
+    pub(crate) fn laughs(levels: u8) -> Vec<u8> {
+        let mut p = b"\x80\x02]q\x00".to_vec();
+        for level in 0..levels {
+            p.push(b'(');
+            for _ in 0..10 {
+                p.extend([b'h', level]);
+            }
+            p.extend([b'l', b'q', level + 1]);
+        }
+        p.push(b'.');
+        p
+    }
+
+    #[test]
+    fn memo_references_cannot_multiply_a_small_pickle_into_a_large_value() {
+        let p = laughs(9); // 10^9 empty lists if every reference were copied out
+        assert!(p.len() < 300);
+        let e = load(&p, &mut 0).unwrap_err();
+        assert!(e.0.contains("memo references copy more"), "{e}");
+        // A few levels are fine: the budget only stops what the input cannot justify.
+        assert!(load(&laughs(3), &mut 0).is_ok());
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        // 2 MB of nested lists: `]` a million times, then APPEND them into each other.
+        let mut p = b"\x80\x02".to_vec();
+        p.extend(std::iter::repeat_n(b']', 1_000_000));
+        p.extend(std::iter::repeat_n(b'a', 999_999));
+        p.push(b'.');
+        let e = load(&p, &mut 0).unwrap_err();
+        assert!(e.0.contains("nested deeper than 64"), "{e}");
+        // The same through MARK and LIST.
+        let mut p = b"\x80\x02".to_vec();
+        p.extend(std::iter::repeat_n(b'(', 100_000));
+        p.extend(std::iter::repeat_n(b'l', 100_000));
+        p.push(b'.');
+        assert!(load(&p, &mut 0).unwrap_err().0.contains("nested deeper"));
+    }
+
+    #[test]
+    fn a_huge_memo_index_costs_one_entry() {
+        // LONG_BINPUT 2^31 - 1, then LONG_BINGET of it.
+        let p = b"\x80\x02]r\xff\xff\xff\x7f0j\xff\xff\xff\x7f.";
+        assert_eq!(load(p, &mut 0).unwrap(), Value::List(Vec::new()));
     }
 }

@@ -174,7 +174,21 @@ fn materialise(
                 ),
             ));
         }
-        if view_end(view.offset, &view.size, &view.stride) > values.len() {
+        let elements = view.size.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        // A state dict's tensor never holds more elements than its storage: more means overlapping
+        // strides (a stride of 0 expands one value into any number), which would materialise a tensor
+        // far larger than the file.
+        if elements.is_none_or(|n| n > values.len()) {
+            return Err(WeightsError::file(
+                path,
+                format!(
+                    "tensor `{name}` of shape {:?} holds more elements than its storage ({})",
+                    view.size,
+                    values.len()
+                ),
+            ));
+        }
+        if view_end(view.offset, &view.size, &view.stride).is_none_or(|end| end > values.len()) {
             return Err(WeightsError::file(
                 path,
                 format!("tensor `{name}` reads past the end of its storage (truncated file?)"),
@@ -188,16 +202,25 @@ fn materialise(
 
 /// Reads a `.pth` file in either format, one storage at a time: the file is never in memory whole.
 pub fn read_pth(path: &Path) -> Result<BTreeMap<String, Tensor>> {
-    let mut file =
+    let file =
         File::open(path).map_err(|e| WeightsError::file(path, format!("cannot open: {e}")))?;
+    read_pth_from(path, file)
+}
+
+/// Reads a `.pth` checkpoint from `source` (a file, or bytes in a cursor); `path` names it in errors.
+pub fn read_pth_from<R: Read + Seek>(
+    path: &Path,
+    mut source: R,
+) -> Result<BTreeMap<String, Tensor>> {
     let mut magic = [0u8; 4];
-    let is_zip = file.read_exact(&mut magic).is_ok() && magic == *b"PK\x03\x04";
-    file.rewind()
+    let is_zip = source.read_exact(&mut magic).is_ok() && magic == *b"PK\x03\x04";
+    source
+        .rewind()
         .map_err(|e| WeightsError::file(path, format!("cannot read: {e}")))?;
     if is_zip {
-        read_zip(path, file)
+        read_zip(path, source)
     } else {
-        read_legacy(path, file, LEGACY_PREFIX)
+        read_legacy(path, source, LEGACY_PREFIX)
     }
 }
 
@@ -259,13 +282,13 @@ fn legacy_header(path: &Path, bytes: &[u8]) -> Result<LegacyHeader> {
 const LEGACY_PREFIX: usize = 1 << 20;
 
 /// Reads a legacy stream, parsing its pickles from a prefix of `first_prefix` bytes (doubled as needed).
-fn read_legacy(
+fn read_legacy<R: Read + Seek>(
     path: &Path,
-    mut file: File,
+    mut file: R,
     first_prefix: usize,
 ) -> Result<BTreeMap<String, Tensor>> {
     let io = |e: std::io::Error| WeightsError::file(path, format!("cannot read: {e}"));
-    let file_len = usize::try_from(file.metadata().map_err(io)?.len()).unwrap_or(usize::MAX);
+    let file_len = usize::try_from(file.seek(SeekFrom::End(0)).map_err(io)?).unwrap_or(usize::MAX);
     let mut prefix = Vec::new();
     let mut want = first_prefix.min(file_len);
     let header = loop {
@@ -331,7 +354,11 @@ fn read_legacy(
     Ok(out)
 }
 
-fn read_zip(path: &Path, file: File) -> Result<BTreeMap<String, Tensor>> {
+/// The most an entry of a checkpoint may inflate: PyTorch stores its entries uncompressed, and float
+/// weights deflate by a few percent at best.
+const MAX_COMPRESSION_RATIO: u64 = 100;
+
+fn read_zip<R: Read + Seek>(path: &Path, file: R) -> Result<BTreeMap<String, Tensor>> {
     let bad =
         |e: zip::result::ZipError| WeightsError::file(path, format!("corrupt zip archive: {e}"));
     let mut archive = zip::ZipArchive::new(BufReader::new(file)).map_err(bad)?;
@@ -347,16 +374,33 @@ fn read_zip(path: &Path, file: File) -> Result<BTreeMap<String, Tensor>> {
         })?;
     let prefix = pickle_name.trim_end_matches("data.pkl").to_owned();
     let mut read_entry = |name: &str, data: &mut Vec<u8>| -> Result<()> {
-        let mut entry = archive.by_name(name).map_err(|e| match e {
+        let entry = archive.by_name(name).map_err(|e| match e {
             zip::result::ZipError::FileNotFound => {
                 WeightsError::file(path, format!("the archive lacks `{name}`"))
             }
             e => bad(e),
         })?;
+        let (size, packed) = (entry.size(), entry.compressed_size());
+        if size > packed.saturating_mul(MAX_COMPRESSION_RATIO).max(1 << 20) {
+            return Err(WeightsError::file(
+                path,
+                format!(
+                    "`{name}` would inflate {packed} bytes to {size} (more than {MAX_COMPRESSION_RATIO} to 1): refusing a zip bomb"
+                ),
+            ));
+        }
         data.clear();
-        entry
+        // Never more than the entry declares, whatever its compressed stream holds.
+        let read = entry
+            .take(size)
             .read_to_end(data)
             .map_err(|e| WeightsError::file(path, format!("cannot read `{name}`: {e}")))?;
+        if read as u64 != size {
+            return Err(WeightsError::file(
+                path,
+                format!("`{name}` holds {read} bytes but declares {size}"),
+            ));
+        }
         Ok(())
     };
     let mut bytes = Vec::new();

@@ -32,14 +32,14 @@ pub fn looks_like_safetensors(bytes: &[u8]) -> bool {
 }
 
 /// The validated header of an open safetensors file and the offset where its tensor data starts.
-fn read_header(path: &Path, file: &mut File) -> Result<(Metadata, u64)> {
+fn read_header<R: Read + Seek>(path: &Path, file: &mut R) -> Result<(Metadata, u64)> {
     let bad = |reason: String| {
         WeightsError::file(path, format!("not a valid safetensors file: {reason}"))
     };
     let file_len = file
-        .metadata()
-        .map_err(|e| WeightsError::file(path, format!("cannot read: {e}")))?
-        .len();
+        .seek(SeekFrom::End(0))
+        .and_then(|len| file.rewind().map(|()| len))
+        .map_err(|e| WeightsError::file(path, format!("cannot read: {e}")))?;
     let mut length = [0u8; 8];
     file.read_exact(&mut length)
         .map_err(|_| bad("shorter than its 8-byte header length".into()))?;
@@ -90,8 +90,16 @@ fn to_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
 
 /// Reads a safetensors file, tensor by tensor in file order.
 pub fn read_safetensors(path: &Path) -> Result<SafetensorsContents> {
-    let mut file =
+    let file =
         File::open(path).map_err(|e| WeightsError::file(path, format!("cannot open: {e}")))?;
+    read_safetensors_from(path, file)
+}
+
+/// Reads safetensors from `file` (a file, or bytes in a cursor); `path` names it in errors.
+pub fn read_safetensors_from<R: Read + Seek>(
+    path: &Path,
+    mut file: R,
+) -> Result<SafetensorsContents> {
     let (header, data_start) = read_header(path, &mut file)?;
     let mut bytes = Vec::new();
     let mut tensors = BTreeMap::new();
@@ -136,7 +144,26 @@ pub fn write_safetensors(
         .map_err(|e| WeightsError::file(path, format!("cannot encode tensors: {e}")))?;
     let encoded = safetensors::serialize(views, Some(metadata))
         .map_err(|e| WeightsError::file(path, format!("cannot encode: {e}")))?;
-    write_atomically(path, &encoded).map_err(|e| WeightsError::file(path, e.reason))
+    write_atomically(path, &with_sorted_header(&encoded))
+        .map_err(|e| WeightsError::file(path, e.reason))
+}
+
+/// The same safetensors bytes with the header's keys in sorted order. The crate writes the metadata map in
+/// a hash map's order, which differs from run to run; sorted, the same tensors and metadata always give
+/// the same file.
+fn with_sorted_header(encoded: &[u8]) -> Vec<u8> {
+    let header_len = u64::from_le_bytes(encoded[..8].try_into().expect("8 bytes")) as usize;
+    let header: serde_json::Value =
+        serde_json::from_slice(&encoded[8..8 + header_len]).expect("the crate wrote valid JSON");
+    // serde_json's map keeps keys sorted.
+    let mut sorted = serde_json::to_vec(&header).expect("a JSON value serialises");
+    // The data keeps its 8-byte alignment: pad the header with spaces, as the crate does.
+    sorted.resize(sorted.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(encoded.len());
+    out.extend((sorted.len() as u64).to_le_bytes());
+    out.extend(sorted);
+    out.extend(&encoded[8 + header_len..]);
+    out
 }
 
 #[cfg(test)]
@@ -170,6 +197,24 @@ mod tests {
         let read = read_safetensors(&path).unwrap();
         assert_eq!(read.tensors, sample());
         assert_eq!(read.metadata, metadata);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn the_same_tensors_and_metadata_always_give_the_same_bytes() {
+        let path = scratch("reproducible");
+        let metadata: HashMap<String, String> = (0..20)
+            .map(|i| (format!("key{i}"), format!("value{i}")))
+            .collect();
+        write_safetensors(&path, &sample(), metadata.clone()).unwrap();
+        let first = std::fs::read(&path).unwrap();
+        for _ in 0..3 {
+            // A fresh map each time: a new hash order.
+            let again: HashMap<String, String> = metadata.clone().into_iter().collect();
+            write_safetensors(&path, &sample(), again).unwrap();
+            assert_eq!(std::fs::read(&path).unwrap(), first);
+        }
+        assert_eq!(read_safetensors(&path).unwrap().metadata, metadata);
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 

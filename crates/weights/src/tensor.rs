@@ -81,18 +81,18 @@ pub fn gather<T: Copy>(source: &[T], offset: usize, shape: &[usize], strides: &[
     out
 }
 
-/// One past the last element a strided view touches (0 for an empty view).
-pub fn view_end(offset: usize, shape: &[usize], strides: &[usize]) -> usize {
+/// One past the last element a strided view touches (0 for an empty view); `None` if that overflows.
+pub fn view_end(offset: usize, shape: &[usize], strides: &[usize]) -> Option<usize> {
     if shape.contains(&0) {
-        return 0;
+        return Some(0);
     }
-    offset
-        + shape
-            .iter()
-            .zip(strides)
-            .map(|(n, s)| (n - 1) * s)
-            .sum::<usize>()
-        + 1
+    shape
+        .iter()
+        .zip(strides)
+        .try_fold(offset, |end, (&n, &s)| {
+            end.checked_add((n - 1).checked_mul(s)?)
+        })?
+        .checked_add(1)
 }
 
 #[cfg(test)]
@@ -108,6 +108,8 @@ mod tests {
             gather(&[0., 3., 1., 4., 2., 5.], 0, &[2, 3], &[1, 2]),
             t.data
         );
-        assert_eq!(view_end(1, &[2, 3], &[1, 2]), 1 + 1 + 4 + 1);
+        assert_eq!(view_end(1, &[2, 3], &[1, 2]), Some(1 + 1 + 4 + 1));
+        assert_eq!(view_end(0, &[2, 0], &[1, 2]), Some(0));
+        assert_eq!(view_end(0, &[3, 3], &[usize::MAX / 2, 1]), None, "overflow");
     }
 }

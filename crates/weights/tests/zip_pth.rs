@@ -24,8 +24,10 @@ impl Pickler {
         self.op(s.as_bytes());
     }
     fn int(&mut self, v: usize) {
-        self.op(b"J");
-        self.op(&(v as i32).to_le_bytes());
+        // LONG1 with 8 bytes: any usize, as torch writes large ones.
+        self.op(b"\x8a\x09");
+        self.op(&(v as u64).to_le_bytes());
+        self.op(&[0]);
     }
     fn tuple(&mut self, values: &[usize]) {
         self.op(b"(");
@@ -128,4 +130,59 @@ fn a_zip_pth_in_timm_layout_loads_exactly_with_strides_honoured() {
     assert_eq!(loaded.layout, Layout::Timm);
     assert_eq!(loaded.tensors, tensors, "every tensor back bit for bit");
     std::fs::remove_file(&path).unwrap();
+}
+
+/// Writes a zip `.pth` holding one tensor `w` of `size` and `stride` over a float storage of `data`.
+fn one_tensor_pth(
+    name: &str,
+    (size, stride): (&[usize], &[usize]),
+    data: &[f32],
+    compression: zip::CompressionMethod,
+) -> std::path::PathBuf {
+    let mut pickle = Pickler(b"\x80\x02}q\x00(".to_vec());
+    pickle.tensor("w", "0", data.len(), size, stride);
+    pickle.op(b"u.");
+    let path = std::env::temp_dir().join(format!("effnet-{name}-{}.pth", std::process::id()));
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+    let options = zip::write::SimpleFileOptions::default().compression_method(compression);
+    zip.start_file("archive/data.pkl", options).unwrap();
+    zip.write_all(&pickle.0).unwrap();
+    zip.start_file("archive/data/0", options).unwrap();
+    let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    zip.write_all(&bytes).unwrap();
+    zip.finish().unwrap();
+    path
+}
+
+fn read_error(path: &std::path::Path) -> String {
+    let e = effnet_weights::pth::read_pth(path).unwrap_err().to_string();
+    std::fs::remove_file(path).unwrap();
+    e
+}
+
+#[test]
+fn a_zero_stride_cannot_expand_a_small_storage_into_a_huge_tensor() {
+    let stored = zip::CompressionMethod::Stored;
+    let path = one_tensor_pth("zero-stride", (&[1 << 28], &[0]), &[1.0], stored);
+    let e = read_error(&path);
+    assert!(e.contains("holds more elements than its storage"), "{e}");
+}
+
+#[test]
+fn strides_whose_extent_overflows_are_an_error_not_a_panic() {
+    let stored = zip::CompressionMethod::Stored;
+    let big = 1usize << 63;
+    let path = one_tensor_pth("overflow", (&[2, 2], &[big, big]), &[0.0; 4], stored);
+    let e = read_error(&path);
+    assert!(e.contains("reads past the end of its storage"), "{e}");
+}
+
+#[test]
+fn a_storage_that_inflates_a_hundredfold_is_refused() {
+    let deflated = zip::CompressionMethod::Deflated;
+    let zeros = vec![0f32; 5 << 20]; // 20 MiB of zeros deflate a thousandfold
+    let path = one_tensor_pth("bomb", (&[zeros.len()], &[1]), &zeros, deflated);
+    assert!(std::fs::metadata(&path).unwrap().len() < 1 << 20);
+    let e = read_error(&path);
+    assert!(e.contains("zip bomb"), "{e}");
 }

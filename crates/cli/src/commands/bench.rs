@@ -7,6 +7,7 @@ use crate::output::{bytes, print_json};
 use anyhow::{ensure, Result};
 use clap::Args;
 use effnet_arch::resolve;
+use effnet_data::system::ensure_memory;
 use effnet_engine::{Engine, FeatureMap};
 use effnet_train::trainer::TIMED_STEP_PARAMETER_COPIES;
 use effnet_weights::random::RandomWeights;
@@ -82,8 +83,11 @@ struct TrainBenchReport {
 }
 
 fn bench_train(args: &BenchArgs, plan: &effnet_arch::Plan, json: bool) -> Result<()> {
-    let seconds = effnet_train::trainer::time_train_steps(plan, args.batch, args.runs)?;
     let accounting = effnet_arch::account(plan);
+    let needed = accounting.training_memory_bytes(args.batch as u64, TIMED_STEP_PARAMETER_COPIES);
+    let what = format!("training {} at batch {}", plan.config.name, args.batch);
+    ensure_memory(&what, needed).map_err(anyhow::Error::msg)?;
+    let seconds = effnet_train::trainer::time_train_steps(plan, args.batch, args.runs)?;
     let report = TrainBenchReport {
         model: plan.config.name.clone(),
         resolution: plan.config.resolution,
@@ -93,9 +97,7 @@ fn bench_train(args: &BenchArgs, plan: &effnet_arch::Plan, json: bool) -> Result
         ms_per_step: seconds * 1e3,
         images_per_sec: args.batch as f64 / seconds,
         training_activation_bytes: accounting.training_activation_bytes,
-        memory: MemoryReport::measured(
-            accounting.training_memory_bytes(args.batch as u64, TIMED_STEP_PARAMETER_COPIES),
-        ),
+        memory: MemoryReport::measured(needed),
     };
     if json {
         return print_json(&report);
@@ -145,11 +147,20 @@ pub fn run(args: &BenchArgs, json: bool) -> Result<()> {
         args.batch >= 1 && args.runs >= 1,
         "--batch and --runs must be at least 1"
     );
+    ensure!(
+        args.min_seconds.is_finite() && (0.0..=3600.0).contains(&args.min_seconds),
+        "--min-seconds must be between 0 and 3600, got {}",
+        args.min_seconds
+    );
     let config = args.model.config()?;
     let plan = resolve(&config)?;
     if args.train {
         return bench_train(args, &plan, json);
     }
+    let accounting = effnet_arch::account(&plan);
+    let needed = accounting.inference_batch_memory_bytes(args.batch as u64);
+    let what = format!("inference of {} at batch {}", config.name, args.batch);
+    ensure_memory(&what, needed).map_err(anyhow::Error::msg)?;
     map_large_allocations();
     let engine = Engine::new(&plan, RandomWeights::new(&plan, 0));
     let r = config.resolution as usize;
@@ -179,7 +190,6 @@ pub fn run(args: &BenchArgs, json: bool) -> Result<()> {
     }
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
-    let accounting = effnet_arch::account(&plan);
     let macs = accounting.macs;
     let report = BenchReport {
         model: config.name.clone(),
@@ -196,7 +206,7 @@ pub fn run(args: &BenchArgs, json: bool) -> Result<()> {
         inference_memory_bytes: accounting.inference_memory_bytes(),
         inference_activation_bytes: accounting.inference_activation_bytes,
         activation_pool_bytes: effnet_engine::activation_pool_bytes(),
-        memory: MemoryReport::measured(accounting.inference_batch_memory_bytes(args.batch as u64)),
+        memory: MemoryReport::measured(needed),
     };
     if json {
         return print_json(&report);

@@ -7,7 +7,7 @@ use clap::Args;
 use effnet_weights::atomic::write_atomically;
 use npyz::WriterBuilder;
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Arguments of `effnet embed`.
 #[derive(Debug, Args)]
@@ -40,6 +40,41 @@ fn npy(rows: &[Embedding], width: usize) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// The folder `out` is written in.
+fn folder_of(out: &Path) -> &Path {
+    out.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Checks, before any work, that the outputs can be written: the folder exists, and a file list beside
+/// the array is not some other file that would be overwritten (it may only replace a previous embed's list,
+/// which has its array beside it).
+fn check_outputs(out: &Path, list: Option<&PathBuf>) -> Result<()> {
+    let folder = folder_of(out);
+    if !folder.is_dir() {
+        bail!("{}: the output folder does not exist", folder.display());
+    }
+    if out.is_dir() {
+        bail!("{}: is a folder, not an output file", out.display());
+    }
+    if let Some(list) = list.filter(|l| l.exists() && !out.exists()) {
+        bail!(
+            "{}: exists and is not the file list of an earlier {}; remove it or choose another --out",
+            list.display(),
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// An advisory lock on the folder of `out`, held until dropped (none where folders cannot be locked).
+fn hold_folder(out: &Path) -> Option<std::fs::File> {
+    let handle = std::fs::File::open(folder_of(out)).ok()?;
+    handle.lock().ok()?;
+    Some(handle)
+}
+
 /// Runs `effnet embed`.
 pub fn run(args: &EmbedArgs, json_summary: bool) -> Result<()> {
     crate::memory::map_large_allocations();
@@ -50,6 +85,8 @@ pub fn run(args: &EmbedArgs, json_summary: bool) -> Result<()> {
             args.out.display()
         );
     }
+    let list_path = args.out.with_extension("txt");
+    check_outputs(&args.out, (extension == "npy").then_some(&list_path))?;
     let weights = args.weights.load()?;
     let engine = effnet_engine::Engine::from_weights(weights);
     let (mut rows, mut failed) = (Vec::new(), 0usize);
@@ -67,9 +104,13 @@ pub fn run(args: &EmbedArgs, json_summary: bool) -> Result<()> {
         Ok(())
     })?;
     if extension == "npy" {
-        write_atomically(&args.out, &npy(&rows, engine.feature_size())?)?;
         let list: String = rows.iter().map(|r| format!("{}\n", r.file)).collect();
-        write_atomically(&args.out.with_extension("txt"), list.as_bytes())?;
+        let array = npy(&rows, engine.feature_size())?;
+        // Both files are complete before either is renamed into place, and the folder is held while
+        // they are, so a concurrent run cannot pair its array with this run's list.
+        let _held = hold_folder(&args.out);
+        write_atomically(&list_path, list.as_bytes())?;
+        write_atomically(&args.out, &array)?;
     } else {
         let text = serde_json::to_vec(&rows).context("encoding embeddings")?;
         write_atomically(&args.out, &text)?;

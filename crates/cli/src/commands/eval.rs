@@ -54,6 +54,9 @@ pub fn run(args: &EvalArgs, json: bool) -> Result<()> {
         weights.config.resolution = size;
         weights.plan = effnet_arch::resolve(&weights.config)?;
     }
+    let needed = effnet_arch::account(&weights.plan).inference_memory_bytes();
+    let what = format!("evaluation at {} px", weights.config.resolution);
+    effnet_data::system::ensure_memory(&what, needed).map_err(anyhow::Error::msg)?;
     let engine = Engine::new(&weights.plan, weights.tensors);
     let result = evaluate(
         &engine,

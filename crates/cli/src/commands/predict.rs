@@ -68,7 +68,8 @@ pub fn run(args: &PredictArgs, json: bool) -> Result<()> {
     let weights = args.weights.load()?;
     let labels = class_labels(&weights.labels, weights.config.num_classes as usize);
     let engine = effnet_engine::Engine::from_weights(weights);
-    let k = args.top_k.clamp(1, labels.len());
+    anyhow::ensure!(args.top_k >= 1, "--top-k must be at least 1");
+    let k = args.top_k.min(labels.len());
     let (mut results, mut failed) = (Vec::new(), 0);
     args.input.run(&engine, |outcome| {
         let file = outcome.file.display().to_string();
