@@ -278,7 +278,10 @@ fn bad_training_input_gets_one_clear_message() {
     let mut tiny = base.to_vec();
     tiny.extend(["--model", "b0", "--img-size", "16"]);
     let e = fail(&tiny);
-    assert!(e.contains("class `dog` has no readable training image"), "{e}");
+    assert!(
+        e.contains("class `dog` has no readable training image"),
+        "{e}"
+    );
 
     // Unreadable images beside readable ones are skipped with a warning naming each, and the run goes on.
     std::fs::copy(&cat, data.join("dog/d.png")).unwrap();
