@@ -68,11 +68,10 @@ pub fn ensure_memory(what: &str, needed: u64) -> Result<(), String> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
 
-    #[cfg(target_os = "linux")]
     #[test]
     fn an_impossible_need_is_refused_with_both_figures() {
         assert!(available_memory_bytes().is_some_and(|b| b > 0));
