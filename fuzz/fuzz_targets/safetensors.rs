@@ -7,7 +7,9 @@ use std::path::Path;
 
 fuzz_target!(|data: &[u8]| {
     let path = Path::new("fuzz.safetensors");
-    if let Ok(contents) = effnet_weights::safetensors_io::read_safetensors_from(path, Cursor::new(data)) {
+    if let Ok(contents) =
+        effnet_weights::safetensors_io::read_safetensors_from(path, Cursor::new(data))
+    {
         let _ = effnet_weights::WeightMetadata::from_map(path, &contents.metadata);
     }
 });
