@@ -55,6 +55,9 @@ pub fn crop_window(width: u32, height: u32, crop_pct: f64) -> CropWindow {
     }
 }
 
+/// Decoded sizes above which [`decode`] first checks the memory available.
+const LARGE_DECODE_BYTES: u64 = 64 << 20;
+
 /// The default of [`set_max_pixels`]: 100 megapixels, as large as camera photos come.
 pub const DEFAULT_MAX_PIXELS: u64 = 100_000_000;
 
@@ -137,9 +140,11 @@ pub fn decode_from<R: BufRead + Seek>(path: &Path, mut source: R) -> Result<RgbI
             max_pixels as f64 / 1e6
         )));
     }
+    // Asking the system what is available reads /proc files: worth it only for an image large enough to
+    // matter, not for every image the training loader decodes.
     let needed = decoder.total_bytes();
-    if let Err(e) = crate::system::ensure_memory("decoding this image", needed) {
-        return Err(fail(e));
+    if needed > LARGE_DECODE_BYTES {
+        crate::system::ensure_memory("decoding this image", needed).map_err(fail)?;
     }
     let orientation = decoder
         .orientation()

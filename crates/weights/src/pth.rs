@@ -302,12 +302,13 @@ fn read_legacy<R: Read + Seek>(
         }
     };
     drop(prefix);
-    let mut by_storage = float_views_by_storage(path, header.views.clone())?;
+    // Every storage's type (integer ones too: their bytes are skipped), then the float views by storage.
     let mut kinds = HashMap::new();
     for (_, view) in &header.views {
         let s = storage_ref(path, &view.storage)?;
         kinds.insert(s.key, s.kind);
     }
+    let mut by_storage = float_views_by_storage(path, header.views)?;
     let mut pos = header.storages_at;
     file.seek(SeekFrom::Start(pos as u64)).map_err(io)?;
     let mut bytes = Vec::new();
