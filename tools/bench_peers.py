@@ -3,7 +3,8 @@
 architecture, batch, resolution and thread count, with the same random weights.
 
 The ONNX graph and the PyTorch module are both built from the architecture rules in tools/reference.py, with
-explicit TF-"SAME" pads, batch norm, swish, squeeze-excite and residuals. PyTorch runs channels_last. With
+explicit TF-"SAME" pads, batch norm, swish, squeeze-excite and residuals. The model `effnet export` writes for
+the same weights runs in ONNX Runtime too, as a third peer, and its time is reported against the built graph's. PyTorch runs channels_last. With
 --train, PyTorch's training step (forward, label-smoothed cross-entropy, backward, RMSprop with the official
 hyper-parameters) is timed against `effnet bench --train`. A peer that is not installed is skipped.
 
@@ -101,6 +102,18 @@ def build_onnx(model, res, batch):
     return m.SerializeToString()
 
 
+def export_onnx(model, res):
+    """The bytes of `effnet export` for the network with the same random weights (seed 0)."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "model.onnx")
+        exe = os.path.join(ROOT, "target", "release", "effnet")
+        subprocess.run([exe, "export", "--model", model, "--random-seed", "0", "--resolution", str(res), "--out", out],
+                       check=True, capture_output=True)
+        with open(out, "rb") as f:
+            return f.read()
+
+
 def median_ms(fn, warmup, min_runs, min_seconds):
     for _ in range(warmup):
         fn()
@@ -120,6 +133,21 @@ def bench_ort(model_bytes, x, threads, args):
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     session = ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
     return median_ms(lambda: session.run(None, {"input": x}), args.warmup, args.runs, args.min_seconds), session
+
+
+def interleaved_ratio(first, second, x, args):
+    """Median over run-by-run alternations of second's time / first's time (two ONNX models in ONNX Runtime,
+    both sessions alive, one run of each in turn), so that drift of the machine cancels out."""
+    sessions = [bench_ort(m, x, args.threads, args)[1] for m in (first, second)]
+    ratios = []
+    for _ in range(max(args.runs, 50)):
+        times = []
+        for session in sessions:
+            t = time.perf_counter()
+            session.run(None, {"input": x})
+            times.append(time.perf_counter() - t)
+        ratios.append(times[1] / times[0])
+    return statistics.median(ratios)
 
 
 def bench_effnet(args, res, isa=None):
@@ -280,6 +308,8 @@ def main():
             import onnxruntime  # noqa: F401
             model_bytes = build_onnx(args.model, res, args.batch)
             peers.append(("onnxruntime", lambda: bench_ort(model_bytes, x, args.threads, args)[0]))
+            exported = export_onnx(args.model, res)
+            peers.append(("ort, exported", lambda: bench_ort(exported, x, args.threads, args)[0]))
         except ImportError:
             print("onnxruntime / onnx not installed: skipped")
     torch = import_torch()
@@ -308,6 +338,9 @@ def main():
     for name, _ in peers:
         ms = med(times[name])
         print(f"  {name:16s} {ms:9.2f} ms  {args.batch * 1e3 / ms:8.1f} img/s")
+    if "ort, exported" in times:
+        r = interleaved_ratio(model_bytes, exported, x, args)
+        print(f"  effnet export / built graph, both in ORT, alternating run by run: time {r:5.2f}")
     for isa in isas:
         ours = med(ours_all[isa])
         label = f"effnet {isa}" if isa else "effnet"

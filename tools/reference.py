@@ -6,7 +6,8 @@ width from the block input, TF "SAME" or symmetric padding), reads the legacy Li
 regenerates effnet's documented pseudo-random weights (crates/weights/src/random.rs) for the B-series.
 Nothing here imports or calls effnet.
 
-    python3 tools/reference.py            # writes fixtures/reference_logits.json (needs numpy and Pillow)
+    python3 tools/reference.py   # writes fixtures/reference_logits.json and reference_features.safetensors
+                                 # (needs numpy and Pillow)
 """
 import collections, json, math, os, pickle, struct, sys
 import numpy as np
@@ -205,11 +206,14 @@ def dwconv(x, wt, s, mode):
     return out
 
 
-def forward(name, sd, x, mode, eps):
+def forward(name, sd, x, mode, eps, taps=None):
+    """Logits of one CHW image; with `taps` (a dict), also records each block's output as
+    taps[("output", n)] and the input of its projection (after SE) as taps[("expansion", n)], HWC."""
     _, blocks, _, _ = architecture(name)
     lite = NETS[name][3]
     act = (lambda v: np.clip(v, 0, 6)) if lite else (lambda v: v / (1 + np.exp(-v)))
     W = lambda k: sd[k].astype(np.float64)
+    record = (lambda key, v: taps.__setitem__(key, v.transpose(1, 2, 0))) if taps is not None else (lambda key, v: None)
     def bn(v, p):
         g, b, m, var = (W(f"{p}.bn.{t}")[:, None, None] for t in ("weight", "bias", "running_mean", "running_var"))
         return (v - m) / np.sqrt(var + eps) * g + b
@@ -224,11 +228,60 @@ def forward(name, sd, x, mode, eps):
             r = act(W(p + ".se.reduce.weight")[:, :, 0, 0] @ pooled + W(p + ".se.reduce.bias"))
             g = 1 / (1 + np.exp(-(W(p + ".se.expand.weight")[:, :, 0, 0] @ r + W(p + ".se.expand.bias"))))
             x = x * g[:, None, None]
+        record(("expansion", n), x)
         x = bn(conv(x, W(p + ".project.weight"), 1, mode), p + ".project")
         if s == 1 and ci == co:
             x = x + inp
+        record(("output", n), x)
     x = act(bn(conv(x, W("head.weight"), 1, mode), "head"))
     return W("classifier.weight") @ x.mean(axis=(1, 2)) + W("classifier.bias")
+
+
+def level_blocks(name):
+    """Global index of the last block of each feature level, by timm's rule: a level ends with the last
+    block of a stage whose next stage starts with a stride of 2 (or of the last stage)."""
+    w, d, _, lite = NETS[name]
+    ends, n = [], 0
+    for i, (r, *_rest) in enumerate(STAGES):
+        if not (lite and i in (0, len(STAGES) - 1)):
+            r = int(math.ceil(d * r))
+        n += r
+        if i + 1 == len(STAGES) or STAGES[i + 1][2] > 1:
+            ends.append(n - 1)
+    return ends
+
+
+def write_safetensors(path, tensors):
+    """A minimal safetensors writer (F32, little-endian) so the fixture needs no extra package."""
+    header, blobs, offset = {}, [], 0
+    for key, value in tensors.items():
+        data = np.ascontiguousarray(value, dtype="<f4").tobytes()
+        header[key] = {"dtype": "F32", "shape": list(value.shape), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    tmp = path + ".part"
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+    os.replace(tmp, path)
+
+
+def feature_fixture():
+    """Feature maps at every level: real Lite0 (bottleneck, TF-SAME) on the 64 px hash input, and random B0
+    (expansion and bottleneck, symmetric padding with SE) on the 48 px hash input."""
+    out = {}
+    for label, model, state, mode, eps, res in (("lite0", "lite0", lite0_canonical(), "tf-same", 1e-3, 64),
+                                                ("b0", "b0", random_weights("b0", 0), "symmetric", 1e-5, 48)):
+        taps = {}
+        forward(model, state, hash_input(res), mode, eps, taps)
+        for level, block in enumerate(level_blocks(model)):
+            out[f"{label}.bottleneck.{level}"] = taps[("output", block)]
+            if label == "b0":
+                out[f"{label}.expansion.{level}"] = taps[("expansion", block)]
+    path = os.path.join(ROOT, "fixtures", "reference_features.safetensors")
+    write_safetensors(path, out)
+    print(f"wrote {path}", file=sys.stderr)
 
 
 # ---- inputs ------------------------------------------------------------------------------------------------
@@ -278,6 +331,7 @@ def main():
         json.dump({"generator": "tools/reference.py (numpy float64)", "cases": cases}, f)
     os.replace(tmp, path)
     print(f"wrote {path}", file=sys.stderr)
+    feature_fixture()
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
 pub mod accounting;
 pub mod accuracy;
 pub mod error;
+pub mod features;
 pub mod memory;
 pub mod padding;
 pub mod plan;

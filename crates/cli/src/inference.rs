@@ -42,11 +42,11 @@ pub fn normalization(pre: Preprocessing, name: &str) -> Result<Preprocessing> {
 }
 
 /// The result for one input file.
-pub struct ImageOutcome {
+pub struct ImageOutcome<T = Vec<f32>> {
     /// The file.
     pub file: PathBuf,
-    /// Pooled features, or why the file failed.
-    pub features: Result<Vec<f32>>,
+    /// Pooled features (or what the run computes), or why the file failed.
+    pub features: Result<T>,
 }
 
 impl InputArgs {
@@ -83,11 +83,18 @@ impl InputArgs {
         Ok((pre, resolution))
     }
 
-    /// Runs every input image through the engine's feature extractor, calling `each` in input order.
-    pub fn run(
+    /// Runs every input image through the engine's pooled feature extractor, calling `each` in input order.
+    pub fn run(&self, engine: &Engine, each: impl FnMut(ImageOutcome) -> Result<()>) -> Result<()> {
+        self.run_with(engine, |images| engine.pooled_features_batch(images), each)
+    }
+
+    /// Runs `compute` on every batch of input images (decoded and preprocessed for `engine`), calling
+    /// `each` with every image's result in input order.
+    pub fn run_with<T>(
         &self,
         engine: &Engine,
-        mut each: impl FnMut(ImageOutcome) -> Result<()>,
+        compute: impl Fn(&[FeatureMap]) -> Vec<effnet_engine::Result<T>>,
+        mut each: impl FnMut(ImageOutcome<T>) -> Result<()>,
     ) -> Result<()> {
         anyhow::ensure!(self.batch >= 1, "--batch must be at least 1");
         let (pre, resolution) = self.preprocessing(engine)?;
@@ -125,11 +132,8 @@ impl InputArgs {
                     })
                 })
                 .collect();
-            let mut features: Vec<Option<effnet_engine::Result<Vec<f32>>>> = engine
-                .features_batch(&images)
-                .into_iter()
-                .map(Some)
-                .collect();
+            let mut features: Vec<Option<effnet_engine::Result<T>>> =
+                compute(&images).into_iter().map(Some).collect();
             for (file, slot) in chunk.iter().zip(slots) {
                 let features =
                     slot.and_then(|i| Ok(features[i].take().expect("one result per image")?));

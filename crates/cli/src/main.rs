@@ -1,6 +1,7 @@
 //! `effnet`: EfficientNet and compound model scaling from the command line.
 
 mod commands;
+mod feature_args;
 mod inference;
 mod memory;
 mod model_args;
@@ -60,6 +61,10 @@ enum Command {
     Patches(commands::patches::PatchesArgs),
     /// Convert timm / torchvision / lukemelas / TF-named weights into effnet safetensors with metadata.
     Convert(commands::convert::ConvertArgs),
+    /// Write weights as an ONNX model that runs in any ONNX runtime (no custom operators).
+    Export(Box<commands::export::ExportArgs>),
+    /// Multi-scale feature maps (strides 2 to 32) of images, for detection and segmentation backbones.
+    Features(commands::features::FeaturesArgs),
 }
 
 /// Lets `effnet ... | head` end quietly when the reader goes away, as other command-line tools do, instead of
@@ -115,6 +120,8 @@ fn main() -> ExitCode {
         Command::Eval(args) => commands::eval::run(args, cli.json),
         Command::Search(args) => commands::search::run(args, cli.json),
         Command::Patches(args) => commands::patches::run(args),
+        Command::Export(args) => commands::export::run(args, cli.json),
+        Command::Features(args) => commands::features::run(args, cli.json),
     };
     if cli.report_memory {
         memory::report_peak();

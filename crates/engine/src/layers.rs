@@ -5,7 +5,8 @@ use crate::buffer::{aligned, Buffer};
 use crate::panels::Panels;
 use effnet_arch::plan::Conv;
 use effnet_arch::variant::Activation;
-use effnet_weights::{Tensor, TensorSource};
+use effnet_weights::fold::{fold_conv, take_required};
+use effnet_weights::TensorSource;
 use std::borrow::Cow;
 
 /// How a convolution's weights are kept: only in the form its kernels read, so the engine holds each weight
@@ -186,12 +187,6 @@ pub struct PreparedLinear {
     pub bias: Vec<f32>,
 }
 
-fn take(tensors: &mut impl TensorSource, name: &str) -> Tensor {
-    tensors.take(name).unwrap_or_else(|| {
-        panic!("canonical tensor `{name}` missing: the loader guarantees every plan tensor")
-    })
-}
-
 /// The folded weights (`[ky][kx][in][out]`, or `[ky][kx][channel]` when depthwise) and bias of the
 /// convolution named `name` (canonical layout), its tensors taken from `tensors`.
 fn fold(
@@ -205,47 +200,23 @@ fn fold(
         (conv.in_channels / conv.groups) as usize,
         conv.kernel as usize,
     );
-    let w = take(tensors, &format!("{name}.weight")).data; // [out][in/groups][ky][kx]
-    let (scale, shift): (Vec<f64>, Vec<f64>) = if conv.batch_norm {
-        let mut field = |f: &str| take(tensors, &format!("{name}.bn.{f}")).data;
-        let (gamma, beta, mean, var) = (
-            field("weight"),
-            field("bias"),
-            field("running_mean"),
-            field("running_var"),
-        );
-        (0..cout)
-            .map(|o| {
-                let s = f64::from(gamma[o]) / (f64::from(var[o]) + bn_eps).sqrt();
-                (s, f64::from(beta[o]) - f64::from(mean[o]) * s)
-            })
-            .unzip()
-    } else {
-        let bias = conv
-            .bias
-            .then(|| take(tensors, &format!("{name}.bias")).data);
-        (0..cout)
-            .map(|o| (1.0, bias.as_ref().map_or(0.0, |b| f64::from(b[o]))))
-            .unzip()
-    };
-    let mut weight = vec![0f32; w.len()];
+    let folded = fold_conv(conv, name, tensors, bn_eps); // [out][in/groups][ky][kx]
+    let mut weight = vec![0f32; folded.weight.len()];
     for o in 0..cout {
         for i in 0..cin_g {
             for ky in 0..k {
                 for kx in 0..k {
-                    let value =
-                        (f64::from(w[((o * cin_g + i) * k + ky) * k + kx]) * scale[o]) as f32;
                     let at = if conv.is_depthwise() {
                         (ky * k + kx) * cout + o
                     } else {
                         ((ky * k + kx) * cin_g + i) * cout + o
                     };
-                    weight[at] = value;
+                    weight[at] = folded.weight[((o * cin_g + i) * k + ky) * k + kx];
                 }
             }
         }
     }
-    (weight, shift.into_iter().map(|b| b as f32).collect())
+    (weight, folded.bias)
 }
 
 /// What a convolution is applied to, which decides the form its weights are kept in.
@@ -284,7 +255,7 @@ pub fn prepare_linear(
     out_features: usize,
     tensors: &mut impl TensorSource,
 ) -> PreparedLinear {
-    let w = take(tensors, "classifier.weight").data; // [out][in]
+    let w = take_required(tensors, "classifier.weight").data; // [out][in]
     let mut weight = vec![0f32; w.len()];
     for o in 0..out_features {
         for i in 0..in_features {
@@ -295,6 +266,6 @@ pub fn prepare_linear(
         in_features,
         out_features,
         weight,
-        bias: take(tensors, "classifier.bias").data,
+        bias: take_required(tensors, "classifier.bias").data,
     }
 }

