@@ -1,9 +1,9 @@
 //! Convolution padding: TensorFlow "SAME" (asymmetric, extra pixel at the end) and PyTorch-style symmetric.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How a convolution pads its input; weights are trained with one of these and must run with it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Padding {
     /// TF "SAME": `out = ceil(in / s)`, total pad `max((out-1)*s + k - in, 0)`, the larger half at the end.

@@ -23,8 +23,50 @@ impl Interpolation {
     }
 }
 
-/// Evaluation preprocessing: centre crop of `crop_pct` of the short side, resize to the resolution, then
-/// `(pixel / 255 - mean) / std` per RGB channel.
+/// How the evaluation crop and resize are placed: TF's rule or one of pytorch-image-models' `crop_mode`s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CropMode {
+    /// The official TF code: a square of `crop_pct` of the short side (TF's rounding), resized to the
+    /// resolution; `crop_pct = 1` keeps the whole image, squashed to a square.
+    #[default]
+    Tf,
+    /// timm `center`: the short side resized to `floor(resolution / crop_pct)`, then the centre
+    /// `resolution` square (torchvision's `Resize` + `CenterCrop`).
+    Center,
+    /// timm `squash`: both sides resized to `floor(resolution / crop_pct)` (aspect not kept), then the centre
+    /// square.
+    Squash,
+    /// timm `border`: the long side resized to `floor(resolution / crop_pct)`, then padded with the mean
+    /// colour (or cropped) to the centre square.
+    Border,
+}
+
+impl CropMode {
+    /// Parses `tf`, `center`, `squash` or `border`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "tf" => Some(Self::Tf),
+            "center" => Some(Self::Center),
+            "squash" => Some(Self::Squash),
+            "border" => Some(Self::Border),
+            _ => None,
+        }
+    }
+
+    /// The name used in metadata and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tf => "tf",
+            Self::Center => "center",
+            Self::Squash => "squash",
+            Self::Border => "border",
+        }
+    }
+}
+
+/// Evaluation preprocessing: a centre crop of `crop_pct` placed by `crop_mode`, a resize to the resolution,
+/// then `(pixel / 255 - mean) / std` per RGB channel.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Preprocessing {
     /// Per-channel mean in [0, 1] units.
@@ -35,6 +77,8 @@ pub struct Preprocessing {
     pub crop_pct: f64,
     /// Resize filter.
     pub interpolation: Interpolation,
+    /// How the crop and resize are placed.
+    pub crop_mode: CropMode,
 }
 
 /// ImageNet mean (TF `MEAN_RGB / 255`).
@@ -50,6 +94,7 @@ impl Preprocessing {
             std: IMAGENET_STD,
             crop_pct: tf_crop_pct(resolution),
             interpolation: Interpolation::Bicubic,
+            crop_mode: CropMode::Tf,
         }
     }
 
@@ -60,6 +105,7 @@ impl Preprocessing {
             std: [128.0 / 255.0; 3],
             crop_pct: tf_crop_pct(resolution),
             interpolation: Interpolation::Bilinear,
+            crop_mode: CropMode::Tf,
         }
     }
 
@@ -70,6 +116,7 @@ impl Preprocessing {
             std: [0.5; 3],
             crop_pct: tf_crop_pct(resolution),
             interpolation: Interpolation::Bicubic,
+            crop_mode: CropMode::Tf,
         }
     }
 
@@ -89,11 +136,15 @@ impl Preprocessing {
         })
     }
 
-    /// The same preprocessing evaluated at another resolution (the crop fraction follows the TF rule).
+    /// The same preprocessing evaluated at another resolution: TF's crop fraction follows its rule
+    /// (`res / (res + 32)`); timm's crop modes keep their fraction, as timm does when the size changes.
     pub fn at_resolution(self, resolution: u32) -> Self {
-        Self {
-            crop_pct: tf_crop_pct(resolution),
-            ..self
+        match self.crop_mode {
+            CropMode::Tf => Self {
+                crop_pct: tf_crop_pct(resolution),
+                ..self
+            },
+            _ => self,
         }
     }
 }

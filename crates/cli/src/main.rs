@@ -65,6 +65,8 @@ enum Command {
     Export(Box<commands::export::ExportArgs>),
     /// Multi-scale feature maps (strides 2 to 32) of images, for detection and segmentation backbones.
     Features(commands::features::FeaturesArgs),
+    /// The weights known by name (hf:, torchvision:), and the local download caches.
+    Weights(commands::weights::WeightsArgs),
 }
 
 /// Lets `effnet ... | head` end quietly when the reader goes away, as other command-line tools do, instead of
@@ -122,6 +124,7 @@ fn main() -> ExitCode {
         Command::Patches(args) => commands::patches::run(args),
         Command::Export(args) => commands::export::run(args, cli.json),
         Command::Features(args) => commands::features::run(args, cli.json),
+        Command::Weights(args) => commands::weights::run(args, cli.json),
     };
     if cli.report_memory {
         memory::report_peak();

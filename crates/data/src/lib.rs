@@ -8,6 +8,7 @@ pub mod files;
 pub mod folder;
 pub mod labels;
 pub mod patches;
+pub mod pil_resize;
 pub mod preprocess;
 pub mod system;
 

@@ -1,9 +1,12 @@
 //! Evaluation preprocessing exactly as the official EfficientNet code does it: a centre crop of
 //! `crop_pct * min(h, w)` with TF's rounding (`offset = (h - crop + 1) / 2`), a resize to the network's
-//! resolution (in f32, no rounding to bytes), then `(pixel / 255 - mean) / std`.
+//! resolution (in f32, no rounding to bytes), then `(pixel / 255 - mean) / std`. Weights from
+//! pytorch-image-models instead place the crop by timm's `crop_mode` (`center`, `squash`, `border`), with
+//! its rounding; see [`placement`].
 
 use crate::files::DataError;
-use effnet_arch::preprocess::{Interpolation, Preprocessing};
+use crate::pil_resize::resize_window;
+use effnet_arch::preprocess::{CropMode, Interpolation, Preprocessing};
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
@@ -52,6 +55,68 @@ pub fn crop_window(width: u32, height: u32, crop_pct: f64) -> CropWindow {
         top: (height - side).div_ceil(2),
         width: side,
         height: side,
+    }
+}
+
+/// How an evaluation resize places the image in the `resolution` square.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Placement {
+    /// TF's rule: this region of the source (fractional pixels) resized, in f32, to the whole square.
+    Region(Region),
+    /// timm's and torchvision's: the whole image resized by PIL to `scaled` (width, height), the window of
+    /// it at `offset` of `dest`'s size kept and put at `dest` (left, top, width, height) in the square,
+    /// the rest of which is the `fill` colour (0-255 units).
+    Scaled {
+        /// The size PIL resizes the whole image to.
+        scaled: [u32; 2],
+        /// Where in the resized image the kept window starts.
+        offset: [u32; 2],
+        /// Left, top, width and height of the window in the output.
+        dest: [u32; 4],
+        /// The colour around `dest`, when it does not cover the output.
+        fill: [f32; 3],
+    },
+}
+
+/// Python's `round`: halves to even.
+fn round_half_even(x: f64) -> f64 {
+    x.round_ties_even()
+}
+
+/// The placement of an image of `width x height` for `pre` at `resolution`: TF's crop, or timm's
+/// `transforms_imagenet_eval` for its crop modes (scale size `floor(resolution / crop_pct)`, torchvision's
+/// integer resize sizes, `round((size - resolution) / 2)` crop offsets, `CenterCropOrPad`'s padding).
+pub fn placement(width: u32, height: u32, pre: &Preprocessing, resolution: u32) -> Placement {
+    let res = f64::from(resolution);
+    let (w, h) = (f64::from(width), f64::from(height));
+    let scale = (res / pre.crop_pct).floor();
+    let (sw, sh) = match pre.crop_mode {
+        CropMode::Tf => return Placement::Region(crop_window(width, height, pre.crop_pct).into()),
+        // torchvision's Resize(int): the short side to `scale`, the long one truncated in proportion.
+        CropMode::Center if width <= height => (scale, (scale * h / w).floor()),
+        CropMode::Center => ((scale * w / h).floor(), scale),
+        CropMode::Squash => (scale, scale),
+        CropMode::Border => {
+            let ratio = (w / scale).max(h / scale);
+            (round_half_even(w / ratio), round_half_even(h / ratio))
+        }
+    };
+    // One axis of the centre crop (or pad) to the resolution: where the window starts in the resized
+    // image, where it goes in the output, and its length.
+    let axis = |scaled: f64| -> (u32, u32, u32) {
+        let scaled = scaled.max(1.0);
+        if scaled >= res {
+            (round_half_even((scaled - res) / 2.0) as u32, 0, resolution)
+        } else {
+            (0, ((res - scaled) / 2.0).floor() as u32, scaled as u32)
+        }
+    };
+    let ((ox, dx, lw), (oy, dy, lh)) = (axis(sw), axis(sh));
+    Placement::Scaled {
+        scaled: [sw.max(1.0) as u32, sh.max(1.0) as u32],
+        offset: [ox, oy],
+        dest: [dx, dy, lw, lh],
+        fill: pre.mean.map(|m| (255.0 * m).round()),
     }
 }
 
@@ -228,14 +293,22 @@ pub fn normalize(img: &RgbImage, pre: &Preprocessing) -> NormalizedImage {
 /// A crop wider than this many times the output resolution is first reduced by an integer factor.
 const REDUCE_ABOVE: u32 = 4;
 
-/// The f32 pixels to resize and the region of them to keep: the whole image and the crop window, or, for
-/// a crop more than [`REDUCE_ABOVE`] times the output, the crop alone reduced by the integer factor `k`
-/// that leaves it at least twice the output (each value the mean of a `k x k` block, as PIL's
+/// The f32 pixels to resize and the region of them to keep: the whole image and `region`, or, for a region
+/// more than [`REDUCE_ABOVE`] times the output, the pixels around it alone reduced by the integer factor
+/// `k` that leaves it at least twice the output (each value the mean of a `k x k` block, as PIL's
 /// `reducing_gap` does), so that memory stays bounded by the output size rather than the photo's.
-fn resize_source(img: &RgbImage, window: CropWindow, resolution: u32) -> (Image<'static>, Region) {
+fn resize_source(img: &RgbImage, region: Region, output: u32) -> (Image<'static>, Region) {
+    let window = CropWindow {
+        left: region.left.floor() as u32,
+        top: region.top.floor() as u32,
+        width: ((region.left + region.width).ceil() as u32).min(img.width())
+            - region.left.floor() as u32,
+        height: ((region.top + region.height).ceil() as u32).min(img.height())
+            - region.top.floor() as u32,
+    };
     let side = window.width.min(window.height);
-    let k = side / (2 * resolution);
-    if side <= REDUCE_ABOVE * resolution || k < 2 {
+    let k = side / (2 * output.max(1));
+    if side <= REDUCE_ABOVE * output || k < 2 {
         let bytes: Vec<u8> = img
             .as_raw()
             .iter()
@@ -243,7 +316,7 @@ fn resize_source(img: &RgbImage, window: CropWindow, resolution: u32) -> (Image<
             .collect();
         let src = Image::from_vec_u8(img.width(), img.height(), bytes, PixelType::F32x3)
             .expect("buffer size matches the image");
-        return (src, window.into());
+        return (src, region);
     }
     let (width, height) = (window.width / k, window.height / k);
     let mut bytes = Vec::with_capacity((width * height * 3 * 4) as usize);
@@ -265,31 +338,61 @@ fn resize_source(img: &RgbImage, window: CropWindow, resolution: u32) -> (Image<
     }
     let src = Image::from_vec_u8(width, height, bytes, PixelType::F32x3)
         .expect("buffer size matches the reduced crop");
-    let whole = Region {
-        left: 0.0,
-        top: 0.0,
-        width: f64::from(width),
-        height: f64::from(height),
+    let k = f64::from(k);
+    let reduced = Region {
+        left: (region.left - f64::from(window.left)) / k,
+        top: (region.top - f64::from(window.top)) / k,
+        width: (region.width / k).min(f64::from(width)),
+        height: (region.height / k).min(f64::from(height)),
     };
-    (src, whole)
+    (src, reduced)
 }
 
-/// Crops, resizes to `resolution` x `resolution` and normalises.
+/// Crops, resizes to `resolution` x `resolution` and normalises, as [`placement`] places the image.
 pub fn preprocess(img: &RgbImage, pre: &Preprocessing, resolution: u32) -> NormalizedImage {
-    let window = crop_window(img.width(), img.height(), pre.crop_pct);
-    let (src, region) = resize_source(img, window, resolution);
-    resize_normalized(&src, region, pre, resolution)
+    let (scaled, offset, dest, fill) = match placement(img.width(), img.height(), pre, resolution) {
+        Placement::Region(region) => {
+            let (src, region) = resize_source(img, region, resolution);
+            return resize_normalized(&src, region, pre, (resolution, resolution));
+        }
+        Placement::Scaled {
+            scaled,
+            offset,
+            dest,
+            fill,
+        } => (scaled, offset, dest, fill),
+    };
+    let [x, y, w, h] = dest;
+    let window = resize_window(img, scaled, [offset[0], offset[1], w, h], pre.interpolation);
+    let resized = normalize(&window, pre);
+    if dest == [0, 0, resolution, resolution] {
+        return resized;
+    }
+    let side = resolution as usize;
+    let fill: Vec<f32> = (0..3)
+        .map(|c| (fill[c] / 255.0 - pre.mean[c]) / pre.std[c])
+        .collect();
+    let mut data: Vec<f32> = fill.iter().copied().cycle().take(side * side * 3).collect();
+    let (x, y, w) = (x as usize, y as usize, w as usize);
+    for (row, values) in resized.data.chunks_exact(w * 3).enumerate() {
+        let at = ((y + row) * side + x) * 3;
+        data[at..at + w * 3].copy_from_slice(values);
+    }
+    NormalizedImage {
+        data,
+        height: side,
+        width: side,
+    }
 }
 
-/// Resizes `region` of the f32 image `src` to `resolution` x `resolution` (in f32, as TF does) and
-/// normalises.
+/// Resizes `region` of the f32 image `src` to `width x height` (in f32, as TF does) and normalises.
 fn resize_normalized(
     src: &Image,
     region: Region,
     pre: &Preprocessing,
-    resolution: u32,
+    (width, height): (u32, u32),
 ) -> NormalizedImage {
-    let mut dst = Image::new(resolution, resolution, PixelType::F32x3);
+    let mut dst = Image::new(width, height, PixelType::F32x3);
     Resizer::new()
         .resize(src, &mut dst, &resize_options(region, pre.interpolation))
         .expect("pixel types match");
@@ -304,8 +407,8 @@ fn resize_normalized(
         .collect();
     NormalizedImage {
         data,
-        height: resolution as usize,
-        width: resolution as usize,
+        height: height as usize,
+        width: width as usize,
     }
 }
 
@@ -441,6 +544,76 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    fn timm(mode: CropMode, crop_pct: f64) -> Preprocessing {
+        Preprocessing {
+            crop_mode: mode,
+            crop_pct,
+            ..Preprocessing::imagenet(224)
+        }
+    }
+
+    /// The scaled size, window offset and output rectangle of a timm placement.
+    fn scaled(p: Placement) -> ([u32; 2], [u32; 2], [u32; 4], [f32; 3]) {
+        match p {
+            Placement::Scaled {
+                scaled,
+                offset,
+                dest,
+                fill,
+            } => (scaled, offset, dest, fill),
+            Placement::Region(_) => panic!("a timm placement"),
+        }
+    }
+
+    #[test]
+    fn timm_center_resizes_the_short_side_and_crops_with_python_rounding() {
+        // torchvision Resize(256) of 640 x 480: 341 x 256 (int(256 * 640 / 480)); CenterCrop(256) starts at
+        // int(round(85 / 2)) = 42 (half to even).
+        let (size, offset, dest, _) =
+            scaled(placement(640, 480, &timm(CropMode::Center, 1.0), 256));
+        assert_eq!(
+            (size, offset, dest),
+            ([341, 256], [42, 0], [0, 0, 256, 256])
+        );
+        // crop_pct 0.875 at 224: scale floor(224 / 0.875) = 256; portrait 300 x 400 -> 256 x 341, and
+        // round(117 / 2) = 58.
+        let (size, offset, _, _) = scaled(placement(300, 400, &timm(CropMode::Center, 0.875), 224));
+        assert_eq!((size, offset), ([256, 341], [16, 58]));
+    }
+
+    #[test]
+    fn timm_squash_and_border_follow_their_definitions() {
+        // squash: 640 x 480 to 256 x 256 regardless of aspect, the centre 224 (offset 16).
+        let (size, offset, dest, _) =
+            scaled(placement(640, 480, &timm(CropMode::Squash, 0.875), 224));
+        assert_eq!(
+            (size, offset, dest),
+            ([256, 256], [16, 16], [0, 0, 224, 224])
+        );
+        // border at crop 1.0: the long side to 224, the short to round(480 / (640 / 224)) = 168, padded by
+        // (224 - 168) // 2 = 28 rows of round(255 * mean) above.
+        let (size, offset, dest, fill) =
+            scaled(placement(640, 480, &timm(CropMode::Border, 1.0), 224));
+        assert_eq!(
+            (size, offset, dest),
+            ([224, 168], [0, 0], [0, 28, 224, 168])
+        );
+        assert_eq!(fill, [124.0, 116.0, 104.0]);
+        let img = RgbImage::from_pixel(640, 480, image::Rgb([200, 10, 60]));
+        let pre = timm(CropMode::Border, 1.0);
+        let out = preprocess(&img, &pre, 224);
+        let value = |y: usize, c: usize| out.data[(y * 224 + 100) * 3 + c];
+        let norm = |v: f32, c: usize| (v / 255.0 - pre.mean[c]) / pre.std[c];
+        assert!(
+            (value(0, 0) - norm(124.0, 0)).abs() < 1e-5,
+            "the pad is the mean colour"
+        );
+        assert!(
+            (value(100, 0) - norm(200.0, 0)).abs() < 1e-5,
+            "the image is inside"
+        );
+    }
+
     #[test]
     fn a_large_photo_is_reduced_before_the_resize_and_agrees_with_the_direct_path() {
         // 2000 x 1500 smooth colours; the crop (1312 px) is more than 4 x 224.
@@ -457,7 +630,7 @@ mod tests {
             .flat_map(|&v| f32::from(v).to_ne_bytes())
             .collect();
         let src = Image::from_vec_u8(2000, 1500, bytes, PixelType::F32x3).unwrap();
-        let direct = resize_normalized(&src, window.into(), &pre, 224).data;
+        let direct = resize_normalized(&src, window.into(), &pre, (224, 224)).data;
         let worst = reduced
             .data
             .iter()

@@ -3,7 +3,7 @@
 
 use crate::optim::OptimizerKind;
 use crate::schedule::Decay;
-use effnet_arch::NetworkConfig;
+use effnet_arch::{NetworkConfig, Padding};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -43,6 +43,10 @@ pub struct TrainConfig {
     pub network: Option<NetworkConfig>,
     /// Pretrained weights (backbone kept, new classifier), or `None` to train from scratch.
     pub weights: Option<PathBuf>,
+    /// Padding and batch-norm epsilon of the pretrained weights when their name says (a hub or
+    /// torchvision name); otherwise the file's metadata or its layout's convention decide.
+    #[serde(default)]
+    pub weights_conventions: Option<(Padding, f64)>,
     /// The defaults this run started from.
     pub recipe: Recipe,
     /// Epochs.
@@ -122,6 +126,7 @@ impl TrainConfig {
             val_fraction: 0.2,
             network: None,
             weights: None,
+            weights_conventions: None,
             recipe,
             epochs,
             batch,

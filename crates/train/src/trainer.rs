@@ -149,13 +149,15 @@ fn start_from_config(config: &TrainConfig, classes: &[String]) -> Result<Start> 
         Some(path) => {
             let options = LoadOptions {
                 model: config.network.clone(),
+                padding: config.weights_conventions.map(|c| c.0),
+                bn_eps: config.weights_conventions.map(|c| c.1),
                 ..LoadOptions::default()
             };
             let loaded = load(path, &options)?;
             let provenance = Provenance {
                 source: format!("fine-tuned by effnet train from {}", path.display()),
                 license: loaded.provenance.license.clone(),
-                source_sha256: effnet_weights::load::sha256_file(path)?,
+                source_sha256: effnet_weights::load::sha256_of_weights(path)?,
             };
             (loaded.config, Some(loaded.tensors), provenance)
         }

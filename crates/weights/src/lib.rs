@@ -13,6 +13,7 @@ pub mod pth;
 pub mod random;
 pub mod safetensors_io;
 pub mod tensor;
+pub mod tf_checkpoint;
 
 pub use error::{Result, WeightsError};
 pub use layout::Layout;

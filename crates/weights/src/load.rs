@@ -8,6 +8,8 @@ use crate::metadata::{Provenance, WeightMetadata};
 use crate::pth::read_pth;
 use crate::safetensors_io::{looks_like_safetensors, read_safetensors};
 use crate::tensor::Tensor;
+use crate::tf_checkpoint::{checkpoint_prefix, read_tf_checkpoint};
+use effnet_arch::preprocess::Preprocessing;
 use effnet_arch::variant::VARIANTS;
 use effnet_arch::{resolve, NetworkConfig, Padding, Plan};
 use sha2::{Digest, Sha256};
@@ -45,8 +47,12 @@ pub struct LoadedWeights {
     pub provenance: Provenance,
 }
 
-/// Reads the raw tensors and metadata of a file, choosing the reader by content.
+/// Reads the raw tensors and metadata of a file (or of a TensorFlow checkpoint: its prefix, its `.index`
+/// or its folder), choosing the reader by content.
 pub fn read_raw(path: &Path) -> Result<(BTreeMap<String, Tensor>, HashMap<String, String>)> {
+    if let Some(prefix) = checkpoint_prefix(path) {
+        return Ok((read_tf_checkpoint(&prefix)?, HashMap::new()));
+    }
     let mut head = [0u8; 16];
     let n = std::fs::File::open(path)
         .and_then(|mut f| f.read(&mut head))
@@ -70,6 +76,15 @@ pub fn read_raw(path: &Path) -> Result<(BTreeMap<String, Tensor>, HashMap<String
         .map(|(k, v)| (k.strip_prefix("module.").map(str::to_owned).unwrap_or(k), v))
         .collect();
     Ok((tensors, metadata))
+}
+
+/// sha256 of the weights at `path`, in hex: of the file, or of a TensorFlow checkpoint's index (which
+/// records every tensor's checksum).
+pub fn sha256_of_weights(path: &Path) -> Result<String> {
+    match checkpoint_prefix(path) {
+        Some(prefix) => sha256_file(&crate::tf_checkpoint::index_file(&prefix)),
+        None => sha256_file(path),
+    }
 }
 
 /// sha256 of a file, in hex.
@@ -218,6 +233,14 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<LoadedWeights> {
             (config.padding, config.bn_eps, config.preprocessing) =
                 (m.config.padding, m.config.bn_eps, m.config.preprocessing);
         }
+    }
+    // AdvProp checkpoints (published under `advprop/`) expect inputs in [-1, 1]; nothing else in them says so.
+    let advprop = path
+        .to_string_lossy()
+        .to_ascii_lowercase()
+        .contains("advprop");
+    if metadata.is_none() && matches!(layout, Layout::Tf { .. }) && advprop {
+        config.preprocessing = Preprocessing::advprop(config.resolution);
     }
     config.padding = options.padding.unwrap_or(config.padding);
     config.bn_eps = options.bn_eps.unwrap_or(config.bn_eps);

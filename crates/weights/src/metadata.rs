@@ -2,7 +2,7 @@
 //! preprocessing, its labels and where the weights came from. Stored as the safetensors string map.
 
 use crate::error::{Result, WeightsError};
-use effnet_arch::preprocess::{Interpolation, Preprocessing};
+use effnet_arch::preprocess::{CropMode, Interpolation, Preprocessing};
 use effnet_arch::scaling::{MULTIPLIER_RANGE, RESOLUTION_RANGE};
 use effnet_arch::spec::{decode_blocks, encode_blocks};
 use effnet_arch::variant::{Activation, BaseNetwork};
@@ -70,6 +70,7 @@ impl WeightMetadata {
             ("mean", join(&p.mean)),
             ("std", join(&p.std)),
             ("crop_pct", format!("{:?}", p.crop_pct)),
+            ("crop_mode", p.crop_mode.name().to_string()),
             (
                 "interpolation",
                 format!("{:?}", p.interpolation).to_lowercase(),
@@ -133,6 +134,12 @@ impl WeightMetadata {
             crop_pct: num("crop_pct")?,
             interpolation: Interpolation::from_name(get("interpolation")?)
                 .ok_or_else(|| WeightsError::file(path, "metadata `interpolation` is unknown"))?,
+            // Files written before crop modes existed used TF's crop.
+            crop_mode: match m.get("crop_mode") {
+                Some(name) => CropMode::from_name(name)
+                    .ok_or_else(|| WeightsError::file(path, "metadata `crop_mode` is unknown"))?,
+                None => CropMode::Tf,
+            },
         };
         let config = NetworkConfig {
             name: get("model")?.to_string(),

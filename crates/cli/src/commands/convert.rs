@@ -1,10 +1,10 @@
 //! `effnet convert`: any supported weights file into effnet's canonical safetensors, with metadata.
 
 use crate::output::print_json;
-use crate::weights_args::WeightsOptions;
+use crate::weights_args::{fetch_weights, WeightsOptions};
 use anyhow::{Context, Result};
 use clap::Args;
-use effnet_weights::load::sha256_file;
+use effnet_weights::load::sha256_of_weights;
 use effnet_weights::safetensors_io::write_safetensors;
 use effnet_weights::{Provenance, WeightMetadata};
 use std::path::PathBuf;
@@ -12,7 +12,7 @@ use std::path::PathBuf;
 /// Arguments of `effnet convert`.
 #[derive(Debug, Args)]
 pub struct ConvertArgs {
-    /// The weights to convert.
+    /// The weights to convert: a file, a timm folder, hf:ORG/NAME[@REVISION] or torchvision:NAME.
     input: PathBuf,
     /// The safetensors file to write.
     output: PathBuf,
@@ -34,7 +34,8 @@ pub struct ConvertArgs {
 
 /// Runs `effnet convert`.
 pub fn run(args: &ConvertArgs, json: bool) -> Result<()> {
-    let weights = args.options.load(&args.input)?;
+    let fetched = fetch_weights(&args.input)?;
+    let weights = args.options.load_named(&fetched)?;
     let classes = weights.config.num_classes as usize;
     let labels = match &args.labels {
         Some(path) => {
@@ -64,7 +65,7 @@ pub fn run(args: &ConvertArgs, json: bool) -> Result<()> {
             .license
             .clone()
             .unwrap_or_else(|| weights.provenance.license.clone()),
-        source_sha256: sha256_file(&args.input)?,
+        source_sha256: sha256_of_weights(&fetched.file)?,
     };
     let metadata = WeightMetadata {
         config: weights.config.clone(),

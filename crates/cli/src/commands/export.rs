@@ -5,7 +5,7 @@ use crate::commands::predict::class_labels;
 use crate::feature_args::FeatureArgs;
 use crate::model_args::base_config;
 use crate::output::print_json;
-use crate::weights_args::WeightsOptions;
+use crate::weights_args::{fetch_weights, WeightsOptions};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use effnet_onnx::{export, ExportOptions, Head, InputLayout, DEFAULT_OPSET};
@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 /// Arguments of `effnet export`.
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// effnet weights (safetensors written by `convert` or `train`).
+    /// effnet weights (safetensors written by `convert` or `train`), or a name (hf:, torchvision:, a timm
+    /// folder).
     #[arg(long, required_unless_present = "random_seed")]
     weights: Option<PathBuf>,
     /// Export seeded random weights of `--model` instead of a weights file (for benchmarks and tests).
@@ -118,8 +119,10 @@ pub fn run(args: &ExportArgs, json: bool) -> Result<()> {
     };
     let exported = match (&args.weights, args.random_seed) {
         (Some(path), _) => {
-            let weights = args.options.load(path)?;
-            if weights.layout != Layout::Effnet {
+            let fetched = fetch_weights(path)?;
+            let weights = args.options.load_named(&fetched)?;
+            // A bare foreign file says nothing of its preprocessing or labels; a name does.
+            if weights.layout != Layout::Effnet && fetched.model.is_none() {
                 bail!(
                     "{}: not effnet weights (layout {}); convert them first: effnet convert {} weights.safetensors",
                     path.display(),

@@ -14,3 +14,4 @@ pub mod predict;
 pub mod scale;
 pub mod search;
 pub mod train;
+pub mod weights;

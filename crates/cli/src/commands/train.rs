@@ -6,6 +6,7 @@ use crate::model_args::{base_config, ScalingArgs};
 use crate::output::print_json;
 use crate::plot::plot_training_curves;
 use crate::run_args::RunArgs;
+use crate::weights_args::fetch_weights;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use effnet_arch::scaling::compound;
@@ -25,7 +26,8 @@ use std::sync::Mutex;
 pub struct TrainArgs {
     #[command(flatten)]
     run: RunArgs,
-    /// Pretrained weights to fine-tune (any format `predict` reads); a new classifier is fitted to the classes.
+    /// Pretrained weights to fine-tune (any file or name `predict` reads: hf:, torchvision:, a timm folder);
+    /// a new classifier is fitted to the classes.
     #[arg(long, conflicts_with = "resume")]
     weights: Option<PathBuf>,
     /// The network: a named model, or the base that --phi scales (default b0 from scratch; from the weights
@@ -156,13 +158,20 @@ impl TrainArgs {
             None if self.weights.is_some() => Recipe::Finetune,
             None => Recipe::Official,
         };
-        let network = self.network()?;
+        let mut network = self.network()?;
+        // A name (hub, torchvision, timm folder) is resolved once, here: the run records the file, and the
+        // network and its conventions as the name gives them.
+        let fetched = self.weights.as_deref().map(fetch_weights).transpose()?;
+        let named = fetched.as_ref().and_then(|f| f.model.clone());
+        if network.is_none() {
+            network = named.clone();
+        }
         let img_size = match (self.img_size, &network) {
             (Some(size), _) => size,
             (None, Some(n)) => n.resolution,
             (None, None) => {
                 effnet_weights::load(
-                    self.weights.as_deref().expect("fine-tuning has weights"),
+                    &fetched.as_ref().expect("fine-tuning has weights").file,
                     &effnet_weights::LoadOptions::default(),
                 )?
                 .config
@@ -179,7 +188,8 @@ impl TrainArgs {
         config.val = self.run.val.clone();
         config.val_fraction = self.run.val_fraction;
         config.network = network;
-        config.weights = self.weights.clone();
+        config.weights = fetched.map(|f| f.file);
+        config.weights_conventions = named.map(|n| (n.padding, n.bn_eps));
         config.seed = self.seed;
         if let Some(name) = &self.optimizer {
             config.optimizer = OptimizerKind::from_name(name).with_context(|| {
