@@ -141,3 +141,30 @@ big.putdata([(x * 4, y * 5, (x * y) % 256) for y in range(48) for x in range(64)
 big.save(b, "JPEG", quality=90)
 jpeg = b.getvalue()
 regression("image", "truncated.jpg", jpeg[: len(jpeg) * 2 // 3])
+
+# TensorFlow checkpoint indexes: the seed is the index TensorFlow wrote for fixtures/tf_checkpoint; the
+# regressions keep its footer but point the index block past the end, give a block a restart count larger
+# than the block, and change one byte of a block (its checksum then fails).
+with open(os.path.join(ROOT, "..", "fixtures", "tf_checkpoint", "model.ckpt.index"), "rb") as f:
+    index = f.read()
+out("tf_index", "tiny.index", index)
+
+
+def varint(v):
+    outb = bytearray()
+    while v >= 0x80:
+        outb.append((v & 0x7F) | 0x80)
+        v >>= 7
+    outb.append(v)
+    return bytes(outb)
+
+
+footer = bytearray(varint(0) + varint(0) + varint(len(index) * 4) + varint(100))
+footer += bytes(40 - len(footer)) + index[-8:]
+regression("tf_index", "index_past_the_end.index", index[:-48] + bytes(footer))
+huge_restarts = bytearray(index)
+huge_restarts[len(index) - 48 - 5 - 4:len(index) - 48 - 5] = struct.pack("<I", 0x7FFFFFFF)
+regression("tf_index", "huge_restart_count.index", bytes(huge_restarts))
+flipped = bytearray(index)
+flipped[len(index) // 3] ^= 0x01
+regression("tf_index", "checksum.index", bytes(flipped))

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Args)]
 pub struct WeightsArgs {
     /// Weights: a file (safetensors, PyTorch .pth), a folder with a timm config.json and its weights,
-    /// hf:ORG/NAME[@REVISION] (Hugging Face hub) or torchvision:efficientnet_bN[.ENUM].
+    /// `hf:ORG/NAME[@REVISION]` (Hugging Face hub) or `torchvision:efficientnet_bN[.ENUM]`.
     #[arg(long)]
     pub weights: PathBuf,
     #[command(flatten)]

@@ -599,3 +599,43 @@ fn huggingface_hub_and_effnet_share_the_cache_both_ways() {
     assert_eq!(server.requests().len(), before);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_repository_without_model_safetensors_falls_back_to_pytorch_model_bin() {
+    let dir = scratch("hub-bin");
+    let server = Server::start(&dir);
+    let weights = lite0_in_timm_layout(&dir);
+    let cases = fixture()["cases"].clone();
+    server.repo(
+        "timm/bin-only",
+        Some(&cases["center_coffee"]["config"]),
+        None,
+        &[],
+    );
+    // The loader reads by content, so the timm-layout weights serve as the .bin here.
+    std::fs::copy(
+        &weights,
+        server.root.join("hub/timm/bin-only/pytorch_model.bin"),
+    )
+    .unwrap();
+    check_case(
+        &dir,
+        &server.endpoint(),
+        "hf:timm/bin-only",
+        &cases["center_coffee"],
+    );
+    let requests = server.requests();
+    assert!(requests
+        .iter()
+        .any(|r| r.contains("/resolve/main/model.safetensors")));
+    assert!(requests.iter().any(|r| r.contains("GET /cdn/")));
+    let snapshot = dir.join("hf/hub/models--timm--bin-only/snapshots");
+    let commit = std::fs::read_dir(&snapshot)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert!(commit.join("pytorch_model.bin").is_file());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

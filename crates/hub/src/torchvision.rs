@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 /// Where torchvision's files are published.
 const BASE_URL: &str = "https://download.pytorch.org/models";
-/// Replaces [`BASE_URL`]: for the test suite's local server only.
+/// Replaces torchvision's download host (`https://download.pytorch.org/models`): for the test suite's local server only.
 pub const BASE_URL_VARIABLE: &str = "EFFNET_TORCHVISION_URL";
 
 /// One torchvision weights enum.
@@ -27,7 +27,7 @@ pub struct TorchvisionWeights {
     pub member: &'static str,
     /// Whether it is the builder's `DEFAULT`.
     pub default: bool,
-    /// The file name at [`BASE_URL`]; the hex after the last `-` is a sha256 prefix.
+    /// The file name on torchvision's host; the hex after the last `-` is a sha256 prefix.
     pub file: &'static str,
     /// `ImageClassification`'s `crop_size` (the network's resolution).
     pub crop: u32,

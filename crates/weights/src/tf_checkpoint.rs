@@ -284,25 +284,15 @@ impl Table<'_> {
     }
 }
 
-/// Reads the floating-point variables of the checkpoint at `prefix` as f32 tensors, moving averages in
-/// place of the variables they average, optimizer slots and counters left out.
-pub fn read_tf_checkpoint(prefix: &Path) -> Result<BTreeMap<String, Tensor>> {
-    let index = index_file(prefix);
-    let size = std::fs::metadata(&index)
-        .map_err(|e| WeightsError::file(&index, format!("cannot read: {e}")))?
-        .len();
-    if size > MAX_INDEX_BYTES {
-        return Err(WeightsError::file(
-            &index,
-            format!("{size} bytes is more than a checkpoint index holds"),
-        ));
-    }
-    let bytes = std::fs::read(&index)
-        .map_err(|e| WeightsError::file(&index, format!("cannot read: {e}")))?;
-    let table = Table {
-        path: &index,
-        bytes,
-    };
+/// A parsed index: the shard count and every variable's entry.
+struct Index {
+    num_shards: i32,
+    entries: BTreeMap<String, BundleEntry>,
+}
+
+/// Parses the bytes of an index file (`path` names it in errors).
+fn parse_index(path: &Path, bytes: Vec<u8>) -> Result<Index> {
+    let table = Table { path, bytes };
     let mut header = None;
     let mut entries = BTreeMap::new();
     for (key, value) in table.all()? {
@@ -321,13 +311,62 @@ pub fn read_tf_checkpoint(prefix: &Path) -> Result<BTreeMap<String, Tensor>> {
     let header = header.ok_or_else(|| table.bad("no bundle header"))?;
     if header.endianness != 0 {
         return Err(WeightsError::file(
-            &index,
+            path,
             "a big-endian checkpoint; effnet reads little-endian ones",
         ));
     }
     if !(1..=10_000).contains(&header.num_shards) {
         return Err(table.bad(format!("{} shards", header.num_shards)));
     }
+    Ok(Index {
+        num_shards: header.num_shards,
+        entries,
+    })
+}
+
+/// Every variable of a checkpoint index with its shape, as TF's `tf.train.list_variables` lists them,
+/// from the index file's bytes (`path` names it in errors).
+pub fn list_variables(path: &Path, bytes: Vec<u8>) -> Result<Vec<(String, Vec<i64>)>> {
+    let index = parse_index(path, bytes)?;
+    Ok(index
+        .entries
+        .into_iter()
+        .map(|(name, e)| {
+            (
+                name,
+                e.shape
+                    .unwrap_or_default()
+                    .dim
+                    .iter()
+                    .map(|d| d.size)
+                    .collect(),
+            )
+        })
+        .collect())
+}
+
+/// Reads the floating-point variables of the checkpoint at `prefix` as f32 tensors, moving averages in
+/// place of the variables they average, optimizer slots and counters left out.
+pub fn read_tf_checkpoint(prefix: &Path) -> Result<BTreeMap<String, Tensor>> {
+    let index = index_file(prefix);
+    let size = std::fs::metadata(&index)
+        .map_err(|e| WeightsError::file(&index, format!("cannot read: {e}")))?
+        .len();
+    if size > MAX_INDEX_BYTES {
+        return Err(WeightsError::file(
+            &index,
+            format!("{size} bytes is more than a checkpoint index holds"),
+        ));
+    }
+    let bytes = std::fs::read(&index)
+        .map_err(|e| WeightsError::file(&index, format!("cannot read: {e}")))?;
+    let Index {
+        num_shards,
+        entries,
+    } = parse_index(&index, bytes)?;
+    let bad = |what: String| {
+        WeightsError::file(&index, format!("not a TensorFlow checkpoint index: {what}"))
+    };
     let wanted: Vec<(&String, &String)> = entries
         .keys()
         .filter(|name| !OPTIMIZER_SLOTS.iter().any(|s| name.contains(s)))
@@ -349,36 +388,36 @@ pub fn read_tf_checkpoint(prefix: &Path) -> Result<BTreeMap<String, Tensor>> {
             ));
         }
         let element = float_dtype(entry.dtype)
-            .ok_or_else(|| table.bad(format!("`{source}` is not floating point")))?;
+            .ok_or_else(|| bad(format!("`{source}` is not floating point")))?;
         let shape = entry.shape.clone().unwrap_or_default();
         if shape.unknown_rank || shape.dim.iter().any(|d| d.size < 0) {
-            return Err(table.bad(format!("`{source}` has no full shape")));
+            return Err(bad(format!("`{source}` has no full shape")));
         }
         let dims: Vec<usize> = shape.dim.iter().map(|d| d.size as usize).collect();
         let count = dims
             .iter()
             .try_fold(1usize, |n, &d| n.checked_mul(d))
-            .ok_or_else(|| table.bad(format!("`{source}`'s shape overflows")))?;
+            .ok_or_else(|| bad(format!("`{source}`'s shape overflows")))?;
         if count.checked_mul(element) != Some(entry.size as usize)
             || entry.size < 0
             || entry.offset < 0
         {
-            return Err(table.bad(format!(
+            return Err(bad(format!(
                 "`{source}`: {} bytes do not hold shape {dims:?}",
                 entry.size
             )));
         }
-        if !(0..header.num_shards).contains(&entry.shard_id) {
-            return Err(table.bad(format!(
+        if !(0..num_shards).contains(&entry.shard_id) {
+            return Err(bad(format!(
                 "`{source}` is in shard {} of {}",
-                entry.shard_id, header.num_shards
+                entry.shard_id, num_shards
             )));
         }
         let shard_path = PathBuf::from(format!(
             "{}.data-{:05}-of-{:05}",
             prefix.display(),
             entry.shard_id,
-            header.num_shards
+            num_shards
         ));
         let file = match shards.entry(entry.shard_id) {
             std::collections::btree_map::Entry::Occupied(f) => f.into_mut(),

@@ -58,3 +58,23 @@ fn the_safetensors_corpus_loads() {
         }
     }
 }
+
+#[test]
+fn the_tf_index_corpus_lists_its_variables_and_its_regressions_are_refused() {
+    use effnet_weights::tf_checkpoint::list_variables;
+    let seeds = files("corpus", "tf_index");
+    assert!(!seeds.is_empty());
+    for path in seeds {
+        let variables = list_variables(&path, std::fs::read(&path).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(variables
+            .iter()
+            .any(|(name, _)| name.ends_with("stem/conv2d/kernel")));
+    }
+    let regressions = files("regressions", "tf_index");
+    assert!(regressions.len() >= 3);
+    for path in regressions {
+        let refused = list_variables(&path, std::fs::read(&path).unwrap());
+        assert!(refused.is_err(), "{} is refused", path.display());
+    }
+}

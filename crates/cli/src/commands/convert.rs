@@ -12,7 +12,7 @@ use std::path::PathBuf;
 /// Arguments of `effnet convert`.
 #[derive(Debug, Args)]
 pub struct ConvertArgs {
-    /// The weights to convert: a file, a timm folder, hf:ORG/NAME[@REVISION] or torchvision:NAME.
+    /// The weights to convert: a file, a timm folder, `hf:ORG/NAME[@REVISION]` or `torchvision:NAME`.
     input: PathBuf,
     /// The safetensors file to write.
     output: PathBuf,
