@@ -175,9 +175,12 @@ struct Metadata {
 
 impl Client<'_> {
     fn url(&self, file: &str) -> String {
+        // A revision such as `refs/pr/1` is one path segment, as `huggingface_hub` quotes it.
         format!(
             "{}/{}/resolve/{}/{file}",
-            self.settings.endpoint, self.repo, self.revision
+            self.settings.endpoint,
+            self.repo,
+            self.revision.replace('/', "%2F")
         )
     }
 
@@ -366,5 +369,15 @@ mod tests {
             "https://huggingface.co"
         ));
         assert!(is_commit(&"a".repeat(40)) && !is_commit("main"));
+        let client = Client {
+            settings: &settings,
+            repo: "timm/x",
+            revision: "refs/pr/1",
+            folder: Path::new("/c"),
+        };
+        assert_eq!(
+            client.url("config.json"),
+            "https://huggingface.co/timm/x/resolve/refs%2Fpr%2F1/config.json"
+        );
     }
 }
