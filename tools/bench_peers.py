@@ -125,20 +125,27 @@ def median_ms(fn, warmup, min_runs, min_seconds):
     return statistics.median(times)
 
 
-def bench_ort(model_bytes, x, threads, args):
+def ort_session(model_bytes, threads):
     import onnxruntime as ort
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
-    return median_ms(lambda: session.run(None, {"input": x}), args.warmup, args.runs, args.min_seconds), session
+    return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+
+
+def bench_ort(model_bytes, x, threads, args):
+    session = ort_session(model_bytes, threads)
+    return median_ms(lambda: session.run(None, {"input": x}), args.warmup, args.runs, args.min_seconds)
 
 
 def interleaved_ratio(first, second, x, args):
     """Median over run-by-run alternations of second's time / first's time (two ONNX models in ONNX Runtime,
     both sessions alive, one run of each in turn), so that drift of the machine cancels out."""
-    sessions = [bench_ort(m, x, args.threads, args)[1] for m in (first, second)]
+    sessions = [ort_session(m, args.threads) for m in (first, second)]
+    for session in sessions:
+        for _ in range(args.warmup):
+            session.run(None, {"input": x})
     ratios = []
     for _ in range(max(args.runs, 50)):
         times = []
@@ -307,9 +314,9 @@ def main():
         try:
             import onnxruntime  # noqa: F401
             model_bytes = build_onnx(args.model, res, args.batch)
-            peers.append(("onnxruntime", lambda: bench_ort(model_bytes, x, args.threads, args)[0]))
+            peers.append(("onnxruntime", lambda: bench_ort(model_bytes, x, args.threads, args)))
             exported = export_onnx(args.model, res)
-            peers.append(("ort, exported", lambda: bench_ort(exported, x, args.threads, args)[0]))
+            peers.append(("ort, exported", lambda: bench_ort(exported, x, args.threads, args)))
         except ImportError:
             print("onnxruntime / onnx not installed: skipped")
     torch = import_torch()

@@ -2,6 +2,7 @@
 //! run through the engine batch by batch with a progress bar, and a bad image is reported and skipped
 //! instead of stopping the run.
 
+use crate::model_args::check_resolution;
 use anyhow::{Context, Result};
 use clap::Args;
 use effnet_arch::preprocess::{Interpolation, Preprocessing};
@@ -54,10 +55,7 @@ impl InputArgs {
     pub fn preprocessing(&self, engine: &Engine) -> Result<(Preprocessing, u32)> {
         let config = engine.config();
         if let Some(resolution) = self.resolution {
-            anyhow::ensure!(
-                (16..=4096).contains(&resolution),
-                "--resolution must be between 16 and 4096, got {resolution}"
-            );
+            check_resolution(resolution)?;
         }
         let resolution = self.resolution.unwrap_or(config.resolution);
         let mut pre = if resolution == config.resolution {

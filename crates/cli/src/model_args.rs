@@ -118,11 +118,25 @@ impl ModelArgs {
         }
         config.num_classes = self.num_classes;
         if let Some(name) = &self.padding {
-            config.padding = Padding::from_name(name)
-                .with_context(|| format!("unknown padding `{name}`: use tf-same or symmetric"))?;
+            config.padding = parse_padding(name)?;
         }
         Ok(config)
     }
+}
+
+/// Parses `--padding`.
+pub fn parse_padding(name: &str) -> Result<Padding> {
+    Padding::from_name(name)
+        .with_context(|| format!("unknown padding `{name}`: use tf-same or symmetric"))
+}
+
+/// Checks `--resolution`: 16 to 4096 pixels.
+pub fn check_resolution(resolution: u32) -> Result<u32> {
+    anyhow::ensure!(
+        (16..=4096).contains(&resolution),
+        "--resolution must be between 16 and 4096, got {resolution}"
+    );
+    Ok(resolution)
 }
 
 /// Parses a count such as `1.8e9`, `400M`, `2G` (decimal) or `64MiB`, `1GiB` (binary).

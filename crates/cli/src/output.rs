@@ -1,8 +1,9 @@
-//! Shared output helpers: human-readable numbers, tables, JSON printing and atomic file writes.
+//! Shared output helpers: human-readable numbers, tables, JSON printing, and checks of output paths.
 
 use anyhow::Result;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use serde::Serialize;
+use std::path::Path;
 
 /// `5288548` -> `5,288,548`.
 pub fn thousands(n: u64) -> String {
@@ -55,6 +56,25 @@ pub fn table(header: &[&str]) -> Table {
 /// Prints a value as pretty JSON on stdout.
 pub fn print_json(value: &impl Serialize) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// The folder `out` is written in.
+pub fn folder_of(out: &Path) -> &Path {
+    out.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Refuses, before any work, an output file whose folder is missing or that is a folder.
+pub fn check_output_file(out: &Path) -> Result<()> {
+    let folder = folder_of(out);
+    if !folder.is_dir() {
+        anyhow::bail!("{}: the output folder does not exist", folder.display());
+    }
+    if out.is_dir() {
+        anyhow::bail!("{}: is a folder, not an output file", out.display());
+    }
     Ok(())
 }
 

@@ -1,6 +1,6 @@
 //! Command-line options that say which weights to load and how to interpret them.
 
-use crate::model_args::base_config;
+use crate::model_args::{base_config, parse_padding};
 use anyhow::{Context, Result};
 use clap::Args;
 use effnet_arch::Padding;
@@ -110,6 +110,18 @@ impl WeightsOptions {
         Ok(weights)
     }
 
+    /// `--padding` and `--bn-eps`, checked.
+    pub fn conventions(&self) -> Result<(Option<Padding>, Option<f64>)> {
+        let padding = self.padding.as_deref().map(parse_padding).transpose()?;
+        if let Some(eps) = self.bn_eps {
+            anyhow::ensure!(
+                eps > 0.0 && eps < 1.0,
+                "--bn-eps must be in (0, 1), got {eps}"
+            );
+        }
+        Ok((padding, self.bn_eps))
+    }
+
     /// Loads fetched weights, the flags overriding what the fetch found.
     fn load_fetched(&self, fetched: &Fetched) -> Result<LoadedWeights> {
         let path = fetched.file.as_path();
@@ -119,19 +131,7 @@ impl WeightsOptions {
             })?),
             None => None,
         };
-        let padding =
-            match &self.padding {
-                Some(name) => Some(Padding::from_name(name).with_context(|| {
-                    format!("unknown padding `{name}`: use tf-same or symmetric")
-                })?),
-                None => None,
-            };
-        if let Some(eps) = self.bn_eps {
-            anyhow::ensure!(
-                eps > 0.0 && eps < 1.0,
-                "--bn-eps must be in (0, 1), got {eps}"
-            );
-        }
+        let (padding, bn_eps) = self.conventions()?;
         let model = self
             .model
             .as_deref()
@@ -140,7 +140,7 @@ impl WeightsOptions {
         let named = fetched.model.as_ref();
         let options = LoadOptions {
             padding: padding.or(named.map(|m| m.padding)),
-            bn_eps: self.bn_eps.or(named.map(|m| m.bn_eps)),
+            bn_eps: bn_eps.or(named.map(|m| m.bn_eps)),
             model: model.or(fetched.model.clone()),
             layout: layout.or(fetched.layout.clone()),
         };

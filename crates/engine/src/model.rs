@@ -152,20 +152,15 @@ impl Engine {
             })
             .collect::<Result<Vec<_>>>()?;
         let exec = Exec { parallel: true };
-        let mut found = with_a_worker_awake(|| self.tapped(image, &taps, exec))?;
+        let found = with_a_worker_awake(|| self.tapped(image, &taps, exec))?;
         Ok(taps
             .iter()
             .map(|tap| {
-                let at = found
+                let (_, map) = found
                     .iter()
-                    .position(|(t, _)| t == tap)
+                    .find(|(t, _)| t == tap)
                     .expect("every tap is taken");
-                // A level asked for twice is copied for the second time.
-                if taps.iter().filter(|t| *t == tap).count() > 1 {
-                    found[at].1.clone()
-                } else {
-                    found.swap_remove(at).1
-                }
+                map.clone()
             })
             .collect())
     }
@@ -229,19 +224,15 @@ impl Engine {
         x: FeatureMap,
         exec: Exec,
     ) -> (FeatureMap, FeatureMap) {
-        let with_sums = b.se.is_some();
-        let (y, sums) = match &b.expand {
-            Some(e) => expand_depthwise(&x, e, &b.depthwise, self.padding, exec, with_sums),
-            None => depthwise_pooling(&x, &b.depthwise, self.padding, exec, with_sums),
-        };
+        let (y, sums) = self.depthwise_stage(b, &x, exec);
+        let gate = self.gate(b, &y, sums);
         let mut expanded = FeatureMap::new(&y.data, y.height, y.width, y.channels);
-        if let Some((reduce, expand)) = &b.se {
-            let gate = se_gate(&means(sums.clone(), y.height * y.width), reduce, expand);
+        if let Some(gate) = &gate {
             for pixel in expanded.data.chunks_mut(y.channels) {
-                pixel.iter_mut().zip(&gate).for_each(|(v, g)| *v *= g);
+                pixel.iter_mut().zip(gate).for_each(|(v, g)| *v *= g);
             }
         }
-        let out = self.gated_project(b, y, sums, b.residual.then_some(&x), exec);
+        let out = self.project(b, y, gate.as_deref(), b.residual.then_some(&x), exec);
         pool::give(x.data);
         (out, expanded)
     }
@@ -293,16 +284,31 @@ impl Engine {
             pool::give(x.data);
             return out;
         }
-        // The expand convolution is fused into the depthwise pass, and the squeeze's channel sums are
-        // taken in that pass.
-        let with_sums = b.se.is_some();
-        let (y, sums) = match &b.expand {
-            Some(e) => expand_depthwise(&x, e, &b.depthwise, self.padding, exec, with_sums),
-            None => depthwise_pooling(&x, &b.depthwise, self.padding, exec, with_sums),
-        };
+        let (y, sums) = self.depthwise_stage(b, &x, exec);
         let out = self.gated_project(b, y, sums, b.residual.then_some(&x), exec);
         pool::give(x.data);
         out
+    }
+
+    /// A block's expand and depthwise convolutions on `x`: the expand convolution is fused into the
+    /// depthwise pass, and the squeeze's channel sums (when the block has squeeze-excite) are taken in it.
+    fn depthwise_stage(
+        &self,
+        b: &PreparedBlock,
+        x: &FeatureMap,
+        exec: Exec,
+    ) -> (FeatureMap, Vec<f64>) {
+        let with_sums = b.se.is_some();
+        match &b.expand {
+            Some(e) => expand_depthwise(x, e, &b.depthwise, self.padding, exec, with_sums),
+            None => depthwise_pooling(x, &b.depthwise, self.padding, exec, with_sums),
+        }
+    }
+
+    /// The squeeze-excite gate of a block from the channel `sums` of its depthwise output `y`.
+    fn gate(&self, b: &PreparedBlock, y: &FeatureMap, sums: Vec<f64>) -> Option<Vec<f32>> {
+        b.se.as_ref()
+            .map(|(reduce, expand)| se_gate(&means(sums, y.height * y.width), reduce, expand))
     }
 
     /// The rest of a block after its depthwise convolution: the squeeze-excite gate from the channel
@@ -316,11 +322,21 @@ impl Engine {
         residual: Option<&FeatureMap>,
         exec: Exec,
     ) -> FeatureMap {
-        let gate = b.se.as_ref().map(|(reduce, expand)| {
-            let mean = means(sums, y.height * y.width);
-            se_gate(&mean, reduce, expand)
-        });
-        let out = pointwise_gated(&y, gate.as_deref(), &b.project, residual, exec);
+        let gate = self.gate(b, &y, sums);
+        self.project(b, y, gate.as_deref(), residual, exec)
+    }
+
+    /// The project convolution of `y` scaled by `gate` (plus the residual); `y`'s buffer goes back to the
+    /// pool.
+    fn project(
+        &self,
+        b: &PreparedBlock,
+        y: FeatureMap,
+        gate: Option<&[f32]>,
+        residual: Option<&FeatureMap>,
+        exec: Exec,
+    ) -> FeatureMap {
+        let out = pointwise_gated(&y, gate, &b.project, residual, exec);
         pool::give(y.data);
         out
     }

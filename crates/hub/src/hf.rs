@@ -11,14 +11,13 @@
 //! and, for LFS files, the sha256 the server announced, and only then takes its final name. A snapshot
 //! that is complete in the cache is used without any request.
 
-use crate::http::{download, head, Head};
+use crate::http::{head, Download, Head};
+use crate::timm::CONFIG_FILE;
 use crate::{HubError, Progress, Result};
 use effnet_weights::load::sha256_file;
 use std::path::{Path, PathBuf};
 
-/// The files of a timm repository effnet reads; the weights are the first of [`WEIGHT_FILES`] present.
-pub const CONFIG_FILE: &str = crate::timm::CONFIG_FILE;
-/// Weight files in order of preference.
+/// Weights files of a timm repository in order of preference (beside its `config.json`).
 pub const WEIGHT_FILES: [&str; 2] = ["model.safetensors", "pytorch_model.bin"];
 
 /// Where and how to reach the hub, from the environment as `huggingface_hub` reads it.
@@ -278,15 +277,15 @@ impl Client<'_> {
                 .token
                 .as_deref()
                 .filter(|_| same_host(&meta.location, &self.settings.endpoint));
-            download(
-                &meta.location,
+            Download {
+                url: &meta.location,
                 token,
-                &partial,
-                meta.size,
-                file,
-                progress,
-                self.hint(),
-            )?;
+                partial: &partial,
+                size: meta.size,
+                what: file,
+                hint: self.hint(),
+            }
+            .run(progress)?;
             if meta.etag.len() == 64 {
                 let got = sha256_file(&partial).map_err(|e| HubError::io(&partial, e))?;
                 if got != meta.etag {

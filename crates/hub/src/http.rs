@@ -45,18 +45,25 @@ fn unreachable(url: &str, e: ureq::Error, hint: &str) -> HubError {
     HubError::Network(format!("cannot reach {url}: {e}{hint}"))
 }
 
+/// `request` with the bearer `token`, when there is one.
+fn authorized<B>(request: ureq::RequestBuilder<B>, token: Option<&str>) -> ureq::RequestBuilder<B> {
+    match token {
+        Some(token) => request.header("Authorization", format!("Bearer {token}")),
+        None => request,
+    }
+}
+
 /// `HEAD url`, not following redirects (their `Location` and headers are what the caller reads).
 pub(crate) fn head(url: &str, token: Option<&str>, hint: &str) -> Result<Head> {
-    let mut request = agent()
+    let request = agent()
         .head(url)
         .header("Accept-Encoding", "identity")
         .config()
         .max_redirects(0)
         .build();
-    if let Some(token) = token {
-        request = request.header("Authorization", format!("Bearer {token}"));
-    }
-    let response = request.call().map_err(|e| unreachable(url, e, hint))?;
+    let response = authorized(request, token)
+        .call()
+        .map_err(|e| unreachable(url, e, hint))?;
     Ok(Head {
         status: response.status().as_u16(),
         headers: response.headers().clone(),
@@ -66,28 +73,104 @@ pub(crate) fn head(url: &str, token: Option<&str>, hint: &str) -> Result<Head> {
 /// How many times a download that breaks off is resumed before giving up.
 const ATTEMPTS: usize = 4;
 
-/// Downloads `url` into `partial`, continuing a partial file left by an interrupted download when the
-/// server honours the range (and resuming by itself, a few times, when the transfer breaks off), and checks
-/// that it holds `size` bytes when the size is known. Redirects are followed, without the token.
-pub(crate) fn download(
-    url: &str,
-    token: Option<&str>,
-    partial: &Path,
-    size: Option<u64>,
-    what: &str,
-    progress: &dyn Progress,
-    hint: &str,
-) -> Result<()> {
-    let mut broke = String::new();
-    for _ in 0..ATTEMPTS {
-        match attempt(url, token, partial, size, what, progress, hint)? {
-            Transfer::Complete => return Ok(()),
-            Transfer::BrokeOff(reason) => broke = reason,
+/// One file to download: from `url` (with the bearer `token` on the first request, never on redirects)
+/// into `partial`, `size` bytes when known; `what` names it on the progress bar and `hint` ends the
+/// message when the server cannot be reached.
+pub(crate) struct Download<'a> {
+    pub url: &'a str,
+    pub token: Option<&'a str>,
+    pub partial: &'a Path,
+    pub size: Option<u64>,
+    pub what: &'a str,
+    pub hint: &'a str,
+}
+
+impl Download<'_> {
+    /// Downloads into `partial`, continuing a partial file left by an interrupted download when the
+    /// server honours the range (and resuming by itself, a few times, when the transfer breaks off), and
+    /// checks that it holds `size` bytes when the size is known.
+    pub(crate) fn run(&self, progress: &dyn Progress) -> Result<()> {
+        let mut broke = String::new();
+        for _ in 0..ATTEMPTS {
+            match self.attempt(progress)? {
+                Transfer::Complete => return Ok(()),
+                Transfer::BrokeOff(reason) => broke = reason,
+            }
         }
+        Err(HubError::Network(format!(
+            "{}: the download broke off {ATTEMPTS} times ({broke}); run again to resume it",
+            self.url
+        )))
     }
-    Err(HubError::Network(format!(
-        "{url}: the download broke off {ATTEMPTS} times ({broke}); run again to resume it"
-    )))
+
+    /// One request, appending to what `partial` holds.
+    fn attempt(&self, progress: &dyn Progress) -> Result<Transfer> {
+        let Download {
+            url,
+            token,
+            partial,
+            size,
+            what,
+            hint,
+        } = *self;
+        let have = std::fs::metadata(partial).map_or(0, |m| m.len());
+        if have > 0 && size == Some(have) {
+            return Ok(Transfer::Complete);
+        }
+        let mut request = authorized(
+            agent().get(url).header("Accept-Encoding", "identity"),
+            token,
+        );
+        if have > 0 {
+            request = request.header("Range", format!("bytes={have}-"));
+        }
+        let mut response = request.call().map_err(|e| unreachable(url, e, hint))?;
+        let status = response.status().as_u16();
+        let resumed = status == 206;
+        if !resumed && status != 200 {
+            return Err(HubError::Network(format!(
+                "{url}: the server answered {status}"
+            )));
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(resumed)
+            .truncate(!resumed)
+            .open(partial)
+            .map_err(|e| HubError::io(partial, e))?;
+        let mut written = if resumed { have } else { 0 };
+        progress.start(what, size, written);
+        let mut reader = response.body_mut().as_reader();
+        let mut buffer = vec![0u8; 1 << 16];
+        let outcome = loop {
+            let n = match reader.read(&mut buffer) {
+                Ok(0) => break Transfer::Complete,
+                Ok(n) => n,
+                Err(e) => break Transfer::BrokeOff(e.to_string()),
+            };
+            if size.is_some_and(|s| written + n as u64 > s) {
+                progress.finish();
+                let _ = std::fs::remove_file(partial);
+                return Err(HubError::Corrupt(format!(
+                    "{url}: the server sent more than the {} bytes it announced",
+                    size.unwrap_or(0)
+                )));
+            }
+            file.write_all(&buffer[..n])
+                .map_err(|e| HubError::io(partial, e))?;
+            written += n as u64;
+            progress.advance(n as u64);
+        };
+        progress.finish();
+        file.sync_all().map_err(|e| HubError::io(partial, e))?;
+        Ok(match (outcome, size) {
+            (Transfer::Complete, Some(size)) if written < size => {
+                Transfer::BrokeOff(format!("{written} of {size} bytes arrived"))
+            }
+            (outcome, _) => outcome,
+        })
+    }
 }
 
 /// How one request of a download ended.
@@ -96,73 +179,4 @@ enum Transfer {
     Complete,
     /// The connection ended early, for this reason; the bytes so far are kept.
     BrokeOff(String),
-}
-
-/// One request of [`download`], appending to what `partial` holds.
-fn attempt(
-    url: &str,
-    token: Option<&str>,
-    partial: &Path,
-    size: Option<u64>,
-    what: &str,
-    progress: &dyn Progress,
-    hint: &str,
-) -> Result<Transfer> {
-    let have = std::fs::metadata(partial).map_or(0, |m| m.len());
-    if have > 0 && size == Some(have) {
-        return Ok(Transfer::Complete);
-    }
-    let mut request = agent().get(url).header("Accept-Encoding", "identity");
-    if let Some(token) = token {
-        request = request.header("Authorization", format!("Bearer {token}"));
-    }
-    if have > 0 {
-        request = request.header("Range", format!("bytes={have}-"));
-    }
-    let mut response = request.call().map_err(|e| unreachable(url, e, hint))?;
-    let status = response.status().as_u16();
-    let resumed = status == 206;
-    if !resumed && status != 200 {
-        return Err(HubError::Network(format!(
-            "{url}: the server answered {status}"
-        )));
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .append(resumed)
-        .truncate(!resumed)
-        .open(partial)
-        .map_err(|e| HubError::io(partial, e))?;
-    let mut written = if resumed { have } else { 0 };
-    progress.start(what, size, written);
-    let mut reader = response.body_mut().as_reader();
-    let mut buffer = vec![0u8; 1 << 16];
-    let outcome = loop {
-        let n = match reader.read(&mut buffer) {
-            Ok(0) => break Transfer::Complete,
-            Ok(n) => n,
-            Err(e) => break Transfer::BrokeOff(e.to_string()),
-        };
-        if size.is_some_and(|s| written + n as u64 > s) {
-            progress.finish();
-            let _ = std::fs::remove_file(partial);
-            return Err(HubError::Corrupt(format!(
-                "{url}: the server sent more than the {} bytes it announced",
-                size.unwrap_or(0)
-            )));
-        }
-        file.write_all(&buffer[..n])
-            .map_err(|e| HubError::io(partial, e))?;
-        written += n as u64;
-        progress.advance(n as u64);
-    };
-    progress.finish();
-    file.sync_all().map_err(|e| HubError::io(partial, e))?;
-    Ok(match (outcome, size) {
-        (Transfer::Complete, Some(size)) if written < size => {
-            Transfer::BrokeOff(format!("{written} of {size} bytes arrived"))
-        }
-        (outcome, _) => outcome,
-    })
 }

@@ -200,7 +200,7 @@ fn timm_folder(folder: &Path, source: &str) -> Result<Fetched> {
         layout: Some(Layout::Timm),
         labels: config.labels(),
         source: source.to_string(),
-        license: config.license.clone().unwrap_or_default(),
+        license: config.license().unwrap_or_default().to_string(),
         file,
     })
 }

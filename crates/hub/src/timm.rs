@@ -20,7 +20,7 @@ const DEFAULT_CROP_PCT: f64 = 0.875;
 const TORCH_BN_EPS: f64 = 1e-5;
 
 /// `pretrained_cfg`: how the weights were trained and are evaluated.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 pub struct PretrainedCfg {
     /// `[channels, height, width]` at training.
     pub input_size: Option<Vec<u32>>,
@@ -63,9 +63,6 @@ pub struct TimmConfig {
     /// The file it was read from.
     #[serde(skip)]
     pub path: PathBuf,
-    /// The weights' licence, from `pretrained_cfg`.
-    #[serde(skip)]
-    pub license: Option<String>,
 }
 
 impl TimmConfig {
@@ -77,10 +74,6 @@ impl TimmConfig {
             message: format!("not a timm config: {e}"),
         })?;
         config.path = path.to_path_buf();
-        config.license = config
-            .pretrained_cfg
-            .as_ref()
-            .and_then(|p| p.license.clone());
         Ok(config)
     }
 
@@ -100,18 +93,7 @@ impl TimmConfig {
             .map_err(|e| self.error(e.to_string()))?
             .config();
         (config.padding, config.bn_eps) = (padding, eps);
-        let cfg = self.pretrained_cfg.clone().unwrap_or(PretrainedCfg {
-            input_size: None,
-            test_input_size: None,
-            crop_pct: None,
-            test_crop_pct: None,
-            crop_mode: None,
-            interpolation: None,
-            mean: None,
-            std: None,
-            num_classes: None,
-            license: None,
-        });
+        let cfg = self.pretrained_cfg.clone().unwrap_or_default();
         if let Some(classes) = self.num_classes.or(cfg.num_classes) {
             if classes == 0 {
                 return Err(self.error("num_classes is 0".into()));
@@ -169,6 +151,11 @@ impl TimmConfig {
             },
         };
         Ok(config)
+    }
+
+    /// The weights' licence, from `pretrained_cfg`.
+    pub fn license(&self) -> Option<&str> {
+        self.pretrained_cfg.as_ref()?.license.as_deref()
     }
 
     /// Class names: each `label_names` entry's description when the config has one, else the name.

@@ -3,7 +3,7 @@
 //! `$TORCH_HOME/hub/checkpoints/` under the file's own name, and checked against the sha256 prefix in that
 //! name.
 
-use crate::http::download;
+use crate::http::Download;
 use crate::{Fetched, HubError, Progress, Result};
 use effnet_arch::preprocess::{
     CropMode, Interpolation, Preprocessing, IMAGENET_MEAN, IMAGENET_STD,
@@ -202,7 +202,7 @@ pub fn fetch(name: &str, progress: &dyn Progress) -> Result<Fetched> {
     let folder = torch_home().join("hub").join("checkpoints");
     let file = folder.join(weights.file);
     if !file.is_file() {
-        if std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1") {
+        if crate::hf::HfSettings::from_env().offline {
             return Err(HubError::NotCached(format!(
                 "torchvision:{name} is not in the cache ({}) and HF_HUB_OFFLINE is set",
                 file.display()
@@ -212,15 +212,15 @@ pub fn fetch(name: &str, progress: &dyn Progress) -> Result<Fetched> {
         let base = std::env::var(BASE_URL_VARIABLE).unwrap_or_else(|_| BASE_URL.to_string());
         let url = format!("{}/{}", base.trim_end_matches('/'), weights.file);
         let partial = folder.join(format!("{}.partial", weights.file));
-        download(
-            &url,
-            None,
-            &partial,
-            None,
-            weights.file,
-            progress,
-            "; check the connection or proxies",
-        )?;
+        Download {
+            url: &url,
+            token: None,
+            partial: &partial,
+            size: None,
+            what: weights.file,
+            hint: "; check the connection or proxies",
+        }
+        .run(progress)?;
         let hash = sha256_file(&partial).map_err(|e| HubError::io(&partial, e))?;
         if !hash.starts_with(weights.hash_prefix()) {
             let _ = std::fs::remove_file(&partial);

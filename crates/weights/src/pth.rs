@@ -4,7 +4,7 @@
 
 use crate::error::{Result, WeightsError};
 use crate::pickle::{self, TensorView, Value};
-use crate::tensor::{gather, view_end, Tensor};
+use crate::tensor::{gather, view_end, FloatType, Tensor};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
@@ -51,27 +51,14 @@ impl StorageType {
         }
     }
 
-    fn is_float(self) -> bool {
-        matches!(self, Self::F32 | Self::F64 | Self::F16 | Self::Bf16)
-    }
-
-    /// Decodes little-endian floats to f32 (only called for float types).
-    fn to_f32(self, bytes: &[u8]) -> Vec<f32> {
-        let chunks = bytes.chunks_exact(self.size());
+    /// The floating-point type, for float storages.
+    fn float(self) -> Option<FloatType> {
         match self {
-            Self::F32 => chunks
-                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-                .collect(),
-            Self::F64 => chunks
-                .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
-                .collect(),
-            Self::F16 => chunks
-                .map(|c| half::f16::from_le_bytes(c.try_into().expect("2 bytes")).to_f32())
-                .collect(),
-            Self::Bf16 => chunks
-                .map(|c| half::bf16::from_le_bytes(c.try_into().expect("2 bytes")).to_f32())
-                .collect(),
-            _ => Vec::new(),
+            Self::F32 => Some(FloatType::F32),
+            Self::F64 => Some(FloatType::F64),
+            Self::F16 => Some(FloatType::F16),
+            Self::Bf16 => Some(FloatType::Bf16),
+            _ => None,
         }
     }
 }
@@ -143,7 +130,7 @@ fn float_views_by_storage(
     let mut by_storage: HashMap<String, StorageViews> = HashMap::new();
     for (name, view) in views {
         let storage = storage_ref(path, &view.storage)?;
-        if storage.kind.is_float() {
+        if storage.kind.float().is_some() {
             by_storage
                 .entry(storage.key)
                 .or_insert_with(|| (storage.kind, Vec::new()))
@@ -162,7 +149,7 @@ fn materialise(
     bytes: &[u8],
     out: &mut BTreeMap<String, Tensor>,
 ) -> Result<()> {
-    let values = kind.to_f32(bytes);
+    let values = kind.float().map_or_else(Vec::new, |t| t.decode(bytes));
     for (name, view) in views {
         if view.size.len() != view.stride.len() {
             return Err(WeightsError::file(

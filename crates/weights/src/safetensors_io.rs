@@ -7,7 +7,7 @@
 
 use crate::atomic::write_atomically;
 use crate::error::{Result, WeightsError};
-use crate::tensor::Tensor;
+use crate::tensor::{FloatType, Tensor};
 use safetensors::tensor::Metadata;
 use safetensors::Dtype;
 use std::collections::{BTreeMap, HashMap};
@@ -67,25 +67,14 @@ fn read_header<R: Read + Seek>(path: &Path, file: &mut R) -> Result<(Metadata, u
 
 /// f32 values of little-endian `bytes` of type `dtype`; `None` for non-floating types.
 fn to_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
-    Some(match dtype {
-        Dtype::F32 => bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-            .collect(),
-        Dtype::F64 => bytes
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
-            .collect(),
-        Dtype::F16 => bytes
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => bytes
-            .chunks_exact(2)
-            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
+    let float = match dtype {
+        Dtype::F32 => FloatType::F32,
+        Dtype::F64 => FloatType::F64,
+        Dtype::F16 => FloatType::F16,
+        Dtype::BF16 => FloatType::Bf16,
         _ => return None,
-    })
+    };
+    Some(float.decode(bytes))
 }
 
 /// Reads a safetensors file, tensor by tensor in file order.

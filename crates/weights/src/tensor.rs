@@ -36,6 +36,50 @@ impl Tensor {
     }
 }
 
+/// A floating-point element type as weight files store it (little-endian); every reader decodes through
+/// it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FloatType {
+    /// IEEE single precision.
+    F32,
+    /// IEEE double precision (rounded to f32).
+    F64,
+    /// IEEE half precision.
+    F16,
+    /// bfloat16.
+    Bf16,
+}
+
+impl FloatType {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            Self::F64 => 8,
+            Self::F32 => 4,
+            Self::F16 | Self::Bf16 => 2,
+        }
+    }
+
+    /// The f32 values of little-endian `bytes` (a trailing partial element is ignored).
+    pub fn decode(self, bytes: &[u8]) -> Vec<f32> {
+        let chunks = bytes.chunks_exact(self.size());
+        match self {
+            Self::F32 => chunks
+                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                .collect(),
+            Self::F64 => chunks
+                .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
+                .collect(),
+            Self::F16 => chunks
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Self::Bf16 => chunks
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+        }
+    }
+}
+
 /// Canonical tensors handed out one at a time by name. A consumer that turns each tensor into another form
 /// (the inference engine folds and packs them) takes them from a source, so that the source's tensors and
 /// their converted forms are never all in memory together.

@@ -12,7 +12,7 @@
 //! the variable here. Optimizer slots (`NAME/RMSProp`, ...) and integer counters are left out.
 
 use crate::error::{Result, WeightsError};
-use crate::tensor::Tensor;
+use crate::tensor::{FloatType, Tensor};
 use prost::Message;
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
@@ -83,12 +83,13 @@ struct BundleEntry {
     slices: Vec<Slice>,
 }
 
-/// TF `DataType` values of floating-point tensors, with their element size.
-fn float_dtype(dtype: i32) -> Option<usize> {
+/// The element type of a floating-point TF `DataType`.
+fn float_dtype(dtype: i32) -> Option<FloatType> {
     match dtype {
-        1 => Some(4),       // DT_FLOAT
-        2 => Some(8),       // DT_DOUBLE
-        14 | 19 => Some(2), // DT_BFLOAT16, DT_HALF
+        1 => Some(FloatType::F32),   // DT_FLOAT
+        2 => Some(FloatType::F64),   // DT_DOUBLE
+        14 => Some(FloatType::Bf16), // DT_BFLOAT16
+        19 => Some(FloatType::F16),  // DT_HALF
         _ => None,
     }
 }
@@ -115,7 +116,7 @@ pub fn checkpoint_prefix(path: &Path) -> Option<PathBuf> {
             let prefix = moved
                 .into_iter()
                 .chain(std::iter::once(path.join(saved)))
-                .find(|p| p.with_extension_index().is_file())?;
+                .find(|p| index_file(p).is_file())?;
             return Some(prefix);
         }
         let indexes: Vec<PathBuf> = std::fs::read_dir(path)
@@ -132,31 +133,17 @@ pub fn checkpoint_prefix(path: &Path) -> Option<PathBuf> {
         return Some(PathBuf::from(prefix));
     }
     if let Some((prefix, _)) = text.rsplit_once(".data-") {
-        return Path::new(&format!("{prefix}.index"))
-            .is_file()
-            .then(|| PathBuf::from(prefix));
+        let prefix = PathBuf::from(prefix);
+        return index_file(&prefix).is_file().then_some(prefix);
     }
-    path.with_extension_index()
-        .is_file()
-        .then(|| path.to_path_buf())
-}
-
-/// `PREFIX.index` of a prefix.
-trait IndexPath {
-    fn with_extension_index(&self) -> PathBuf;
-}
-
-impl IndexPath for Path {
-    fn with_extension_index(&self) -> PathBuf {
-        let mut name = self.as_os_str().to_os_string();
-        name.push(".index");
-        PathBuf::from(name)
-    }
+    index_file(path).is_file().then(|| path.to_path_buf())
 }
 
 /// The index file of a checkpoint prefix (what identifies the checkpoint, e.g. for its sha256).
 pub fn index_file(prefix: &Path) -> PathBuf {
-    prefix.with_extension_index()
+    let mut name = prefix.as_os_str().to_os_string();
+    name.push(".index");
+    PathBuf::from(name)
 }
 
 /// A little-endian base-128 integer at `*at`, advancing it.
@@ -387,7 +374,7 @@ pub fn read_tf_checkpoint(prefix: &Path) -> Result<BTreeMap<String, Tensor>> {
                 format!("`{source}` is a partitioned variable; effnet reads whole ones"),
             ));
         }
-        let element = float_dtype(entry.dtype)
+        let float = float_dtype(entry.dtype)
             .ok_or_else(|| bad(format!("`{source}` is not floating point")))?;
         let shape = entry.shape.clone().unwrap_or_default();
         if shape.unknown_rank || shape.dim.iter().any(|d| d.size < 0) {
@@ -398,7 +385,7 @@ pub fn read_tf_checkpoint(prefix: &Path) -> Result<BTreeMap<String, Tensor>> {
             .iter()
             .try_fold(1usize, |n, &d| n.checked_mul(d))
             .ok_or_else(|| bad(format!("`{source}`'s shape overflows")))?;
-        if count.checked_mul(element) != Some(entry.size as usize)
+        if count.checked_mul(float.size()) != Some(entry.size as usize)
             || entry.size < 0
             || entry.offset < 0
         {
@@ -447,24 +434,7 @@ pub fn read_tf_checkpoint(prefix: &Path) -> Result<BTreeMap<String, Tensor>> {
                 format!("`{source}` fails its checksum: the data is damaged"),
             ));
         }
-        let data: Vec<f32> = match entry.dtype {
-            1 => raw
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().expect("4")))
-                .collect(),
-            2 => raw
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().expect("8")) as f32)
-                .collect(),
-            14 => raw
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            _ => raw
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-        };
+        let data = float.decode(&raw);
         out.insert(name.clone(), Tensor::new(dims, data));
     }
     Ok(out)

@@ -1,6 +1,7 @@
 //! `effnet embed`: pooled features (the input of the classifier) for transfer learning and retrieval.
 
 use crate::inference::InputArgs;
+use crate::output::{check_output_file, folder_of};
 use crate::weights_args::WeightsArgs;
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -40,24 +41,11 @@ fn npy(rows: &[Embedding], width: usize) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// The folder `out` is written in.
-fn folder_of(out: &Path) -> &Path {
-    out.parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-}
-
 /// Checks, before any work, that the outputs can be written: the folder exists, and a file list beside
 /// the array is not some other file that would be overwritten (it may only replace a previous embed's list,
 /// which has its array beside it).
 fn check_outputs(out: &Path, list: Option<&PathBuf>) -> Result<()> {
-    let folder = folder_of(out);
-    if !folder.is_dir() {
-        bail!("{}: the output folder does not exist", folder.display());
-    }
-    if out.is_dir() {
-        bail!("{}: is a folder, not an output file", out.display());
-    }
+    check_output_file(out)?;
     if let Some(list) = list.filter(|l| l.exists() && !out.exists()) {
         bail!(
             "{}: exists and is not the file list of an earlier {}; remove it or choose another --out",

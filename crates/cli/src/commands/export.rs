@@ -3,16 +3,16 @@
 
 use crate::commands::predict::class_labels;
 use crate::feature_args::FeatureArgs;
-use crate::model_args::base_config;
-use crate::output::print_json;
+use crate::model_args::{base_config, check_resolution};
+use crate::output::{check_output_file, print_json};
 use crate::weights_args::{fetch_weights, WeightsOptions};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 use effnet_onnx::{export, ExportOptions, Head, InputLayout, DEFAULT_OPSET};
 use effnet_weights::random::RandomWeights;
-use effnet_weights::{Layout, Provenance, WeightMetadata};
+use effnet_weights::{Layout, Provenance, TensorSource, WeightMetadata};
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Arguments of `effnet export`.
 #[derive(Debug, Args)]
@@ -67,21 +67,6 @@ struct ExportReport {
     weight_bytes: usize,
 }
 
-/// Refuses an output whose folder is missing or that is a folder, before any work.
-pub fn check_output_file(out: &Path) -> Result<()> {
-    let folder = out
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if !folder.is_dir() {
-        bail!("{}: the output folder does not exist", folder.display());
-    }
-    if out.is_dir() {
-        bail!("{}: is a folder, not an output file", out.display());
-    }
-    Ok(())
-}
-
 /// Runs `effnet export`.
 pub fn run(args: &ExportArgs, json: bool) -> Result<()> {
     check_output_file(&args.out)?;
@@ -106,18 +91,7 @@ pub fn run(args: &ExportArgs, json: bool) -> Result<()> {
         head,
         ..ExportOptions::default()
     };
-    let resize = |mut config: effnet_arch::NetworkConfig| -> Result<_> {
-        if let Some(r) = args.resolution {
-            anyhow::ensure!(
-                (16..=4096).contains(&r),
-                "--resolution must be between 16 and 4096, got {r}"
-            );
-            config.preprocessing = config.preprocessing.at_resolution(r);
-            config.resolution = r;
-        }
-        Ok(config)
-    };
-    let exported = match (&args.weights, args.random_seed) {
+    let (exported, model, input_size) = match (&args.weights, args.random_seed) {
         (Some(path), _) => {
             let fetched = fetch_weights(path)?;
             let weights = args.options.load_named(&fetched)?;
@@ -130,31 +104,21 @@ pub fn run(args: &ExportArgs, json: bool) -> Result<()> {
                     path.display()
                 );
             }
-            let config = resize(weights.config)?;
-            let plan = effnet_arch::resolve(&config)?;
-            let classes = config.num_classes as usize;
             let metadata = WeightMetadata {
-                labels: class_labels(&weights.labels, classes),
-                config,
+                labels: weights.labels,
+                config: weights.config,
                 provenance: weights.provenance,
             };
-            export(&plan, weights.tensors, &sorted(metadata.to_map()), &options)?
+            export_network(args, metadata, &options, |_| weights.tensors)?
         }
         (None, seed) => {
             let mut config = base_config(args.options.model.as_deref())?;
-            if let Some(name) = &args.options.padding {
-                config.padding = effnet_arch::Padding::from_name(name).with_context(|| {
-                    format!("unknown padding `{name}`: use tf-same or symmetric")
-                })?;
-            }
-            if let Some(eps) = args.options.bn_eps {
-                config.bn_eps = eps;
-            }
-            let config = resize(config)?;
-            let plan = effnet_arch::resolve(&config)?;
+            let (padding, bn_eps) = args.options.conventions()?;
+            config.padding = padding.unwrap_or(config.padding);
+            config.bn_eps = bn_eps.unwrap_or(config.bn_eps);
             let seed = seed.expect("clap requires --weights or --random-seed");
             let metadata = WeightMetadata {
-                labels: class_labels(&[], config.num_classes as usize),
+                labels: Vec::new(),
                 config,
                 provenance: Provenance {
                     source: format!("random weights, seed {seed}"),
@@ -162,30 +126,17 @@ pub fn run(args: &ExportArgs, json: bool) -> Result<()> {
                     source_sha256: String::new(),
                 },
             };
-            let random = RandomWeights::new(&plan, seed);
-            export(&plan, random, &sorted(metadata.to_map()), &options)?
+            export_network(args, metadata, &options, |plan| {
+                RandomWeights::new(plan, seed)
+            })?
         }
     };
     let report = ExportReport {
         out: args.out.clone(),
         external_data: None,
-        model: exported
-            .model
-            .graph
-            .as_ref()
-            .map(|g| g.name.clone())
-            .unwrap_or_default(),
+        model,
         opset: args.opset,
-        input_size: (!args.dynamic_size)
-            .then(|| {
-                exported
-                    .model
-                    .metadata_props
-                    .iter()
-                    .find(|p| p.key == "input_size")
-                    .and_then(|p| p.value.parse().ok())
-            })
-            .flatten(),
+        input_size,
         outputs: exported.output_names(),
         operators: exported.operator_counts(),
         weight_bytes: exported.weight_bytes(),
@@ -213,6 +164,28 @@ pub fn run(args: &ExportArgs, json: bool) -> Result<()> {
         }
         Ok(())
     }
+}
+
+/// Exports the network `metadata` describes (at `--resolution` when given), its tensors from `tensors` of
+/// the resolved plan, the class labels completed; returns the export, the network's name and the fixed
+/// input size (`None` when symbolic).
+fn export_network<S: TensorSource>(
+    args: &ExportArgs,
+    mut metadata: WeightMetadata,
+    options: &ExportOptions,
+    tensors: impl FnOnce(&effnet_arch::Plan) -> S,
+) -> Result<(effnet_onnx::Exported, String, Option<u32>)> {
+    if let Some(r) = args.resolution {
+        let config = &mut metadata.config;
+        config.resolution = check_resolution(r)?;
+        config.preprocessing = config.preprocessing.at_resolution(r);
+    }
+    let plan = effnet_arch::resolve(&metadata.config)?;
+    metadata.labels = class_labels(&metadata.labels, metadata.config.num_classes as usize);
+    let pairs = sorted(metadata.to_map());
+    let exported = export(&plan, tensors(&plan), &pairs, options)?;
+    let input_size = (!options.dynamic_size).then_some(plan.resolution());
+    Ok((exported, plan.config.name.clone(), input_size))
 }
 
 /// A metadata map as sorted pairs, so the same export writes the same bytes.

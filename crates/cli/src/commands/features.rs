@@ -1,9 +1,9 @@
 //! `effnet features`: multi-scale feature maps of images (pytorch-image-models' `features_only` levels),
 //! for detection and segmentation heads.
 
-use crate::commands::export::check_output_file;
 use crate::feature_args::FeatureArgs;
 use crate::inference::InputArgs;
+use crate::output::check_output_file;
 use crate::weights_args::WeightsArgs;
 use anyhow::{bail, Context, Result};
 use clap::Args;
