@@ -250,9 +250,9 @@ pub fn plot_search(path: &Path, results: &SearchResults) -> Result<()> {
         .iter()
         .map(|r| {
             (
-                r.macs as f64 / 1e6,
+                r.plan.macs as f64 / 1e6,
                 100.0 * r.val_accuracy,
-                r.candidate.kind,
+                r.plan.candidate.kind,
             )
         })
         .collect();
@@ -266,7 +266,7 @@ pub fn plot_search(path: &Path, results: &SearchResults) -> Result<()> {
     let winner = results
         .candidates
         .iter()
-        .find(|r| r.candidate.kind == Kind::Compound);
+        .find(|r| r.plan.candidate.kind == Kind::Compound);
     Ok(write_atomically_with(path, |tmp| -> Result<()> {
         let root = BitMapBackend::new(tmp, (960, 640)).into_drawing_area();
         root.fill(&WHITE).map_err(draw_error)?;
@@ -316,7 +316,7 @@ pub fn plot_search(path: &Path, results: &SearchResults) -> Result<()> {
                 .legend(move |(x, y)| Circle::new((x + 10, y), size, colour.filled()));
         }
         if let Some(w) = winner {
-            let at = (w.macs as f64 / 1e6, 100.0 * w.val_accuracy);
+            let at = (w.plan.macs as f64 / 1e6, 100.0 * w.val_accuracy);
             chart
                 .draw_series(std::iter::once(
                     EmptyElement::at(at)
@@ -324,9 +324,9 @@ pub fn plot_search(path: &Path, results: &SearchResults) -> Result<()> {
                         + Text::new(
                             format!(
                                 "winner ({}, {}, {})",
-                                crate::output::decimal(w.candidate.alpha),
-                                crate::output::decimal(w.candidate.beta),
-                                crate::output::decimal(w.candidate.gamma)
+                                crate::output::decimal(w.plan.candidate.alpha),
+                                crate::output::decimal(w.plan.candidate.beta),
+                                crate::output::decimal(w.plan.candidate.gamma)
                             ),
                             (12, -20),
                             ("sans-serif", 16),

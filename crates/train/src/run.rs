@@ -101,6 +101,13 @@ pub struct RunLock {
     _file: std::fs::File,
 }
 
+/// Whether a lock call failed because the filesystem has no locks at all (`ENOLCK`, or unsupported).
+fn locks_unsupported(e: &std::io::Error) -> bool {
+    const ENOLCK: i32 = 37;
+    e.kind() == std::io::ErrorKind::Unsupported
+        || (cfg!(target_os = "linux") && e.raw_os_error() == Some(ENOLCK))
+}
+
 impl RunDir {
     /// The run folder at `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
@@ -155,6 +162,9 @@ impl RunDir {
                     "is in use by another effnet process; wait for it to finish or choose another --out",
                 ))
             }
+            // A filesystem without locks (NFS mounted with `nolock`): the lock only guards against a
+            // user's mistake, and a search gives each run folder one writer, so go on without it.
+            Err(std::fs::TryLockError::Error(e)) if locks_unsupported(&e) => {}
             Err(std::fs::TryLockError::Error(e)) => return Err(io_error(&path, "lock", e)),
         }
         for dir in [self.root.clone(), self.checkpoints()] {

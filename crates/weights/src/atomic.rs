@@ -22,7 +22,7 @@ impl std::fmt::Display for AtomicWriteError {
 
 impl std::error::Error for AtomicWriteError {}
 
-/// The prefix of every temporary file effnet writes; the process id and a counter follow.
+/// The prefix of every temporary file effnet writes; the process id, a counter and a random tag follow.
 const TEMP_PREFIX: &str = ".effnet-";
 
 /// Writes `path` atomically: `write` fills a temporary file in the same folder (with the same extension, so
@@ -52,9 +52,10 @@ pub fn write_atomically_with<E: std::fmt::Display>(
         .map_or("part".into(), |e| e.to_string_lossy());
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let tmp = dir.join(format!(
-        "{TEMP_PREFIX}{}-{}.tmp.{extension}",
+        "{TEMP_PREFIX}{}-{}-{:08x}.tmp.{extension}",
         std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        random_tag()
     ));
     let result = write(&tmp).map_err(|e| fail(e.to_string())).and_then(|()| {
         std::fs::rename(&tmp, &target)
@@ -64,6 +65,15 @@ pub fn write_atomically_with<E: std::fmt::Display>(
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// 32 random bits (from the standard library's randomly seeded hasher): two processes with the same id
+/// on different machines, writing into one shared folder, still pick different temporary names.
+fn random_tag() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish() as u32
 }
 
 /// The file a write to `path` should replace: `path` itself, or the final target of a symbolic link.

@@ -13,5 +13,6 @@ pub mod patches;
 pub mod predict;
 pub mod scale;
 pub mod search;
+pub mod search_cluster;
 pub mod train;
 pub mod weights;

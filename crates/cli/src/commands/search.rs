@@ -1,16 +1,22 @@
 //! `effnet search`: the paper's grid search for `alpha, beta, gamma`, training every candidate on the user's
 //! data, with the unscaled base and single-dimension scalings as controls; `results.json`, `results.png` and a
-//! printed ranking. `--resume` skips finished candidates.
+//! printed ranking. `--resume` skips finished candidates. The same run folder can instead be handed to a
+//! cluster (`--slurm`, `--kubernetes`), whose jobs each train one candidate (`--candidate I`, or the index
+//! the scheduler sets) and rank what has finished (`--collect`).
 
-use crate::output::{decimal, print_json, table, thousands};
+use super::search_cluster::{submit, ClusterArgs};
+use crate::output::{bytes, decimal, print_json, table, thousands};
 use crate::plot::plot_search;
 use crate::run_args::RunArgs;
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use effnet_train::search::{
-    search, Candidate, CandidateResult, SearchConfig, SearchObserver, SearchResults,
+    collect, create, index_from_env, plan, run_candidate, search, wait_and_collect, Candidate,
+    CandidatePlan, CandidateResult, SearchConfig, SearchDir, SearchObserver, SearchResults,
 };
-use std::path::PathBuf;
+use effnet_train::trainer::Accelerator;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Arguments of `effnet search`.
 #[derive(Debug, Args)]
@@ -50,9 +56,28 @@ pub struct SearchArgs {
     /// Seed shared by every candidate.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Candidates trained at the same time.
+    /// Candidates trained at the same time on this machine.
     #[arg(long, default_value_t = 1)]
     jobs: usize,
+    /// Where candidates train: cpu, or wgpu in builds with the `wgpu` feature.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Create the run folder and list its candidates without training any.
+    #[arg(long, conflicts_with_all = ["collect", "candidate"])]
+    plan_only: bool,
+    /// Train only candidate I of the search in --out RUN (a cluster job's work). Without it, and without
+    /// --data, the index comes from SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX when one is set.
+    #[arg(long, value_name = "I", conflicts_with = "collect")]
+    candidate: Option<usize>,
+    /// Rank what the search in --out RUN has finished so far into results.json and results.png, and say
+    /// what is missing or failed. Safe to run at any time.
+    #[arg(long)]
+    collect: bool,
+    /// With --collect: first wait until every candidate has finished or failed.
+    #[arg(long, requires = "collect")]
+    wait: bool,
+    #[command(flatten)]
+    cluster: ClusterArgs,
 }
 
 struct Progress {
@@ -74,11 +99,12 @@ impl SearchObserver for Progress {
         }
     }
 
-    fn finished(&self, r: &CandidateResult, done: usize, total: usize) {
+    fn finished(&self, r: &CandidateResult, index: usize, total: usize) {
         if !self.json {
             eprintln!(
-                "finished {done}/{total}: {} val accuracy {:.1}% ({:.1} s)",
-                r.id,
+                "finished {}/{total}: {} val accuracy {:.1}% ({:.1} s)",
+                index + 1,
+                r.plan.id,
                 100.0 * r.val_accuracy,
                 r.train_seconds
             );
@@ -86,41 +112,42 @@ impl SearchObserver for Progress {
     }
 }
 
+/// The columns describing a candidate's network, shared by the ranking and the plan.
+const PLAN_COLUMNS: [&str; 9] = [
+    "kind", "alpha", "beta", "gamma", "d", "w", "r", "params", "MACs",
+];
+
+fn plan_cells(p: &CandidatePlan) -> Vec<String> {
+    let c = &p.candidate;
+    vec![
+        format!("{:?}", c.kind).to_lowercase(),
+        decimal(c.alpha),
+        decimal(c.beta),
+        decimal(c.gamma),
+        decimal(p.d),
+        decimal(p.w),
+        p.r.to_string(),
+        thousands(p.params),
+        format!("{:.2} M", p.macs as f64 / 1e6),
+    ]
+}
+
 fn print_ranking(results: &SearchResults) {
-    let mut t = table(&[
-        "rank",
-        "kind",
-        "alpha",
-        "beta",
-        "gamma",
-        "d",
-        "w",
-        "r",
-        "params",
-        "MACs",
-        "MACs ratio",
-        "formula",
-        "val acc",
-        "seconds",
-    ]);
+    let header: Vec<&str> = std::iter::once("rank")
+        .chain(PLAN_COLUMNS)
+        .chain(["MACs ratio", "formula", "val acc", "seconds"])
+        .collect();
+    let mut t = table(&header);
     for (i, r) in results.candidates.iter().enumerate() {
-        let c = &r.candidate;
-        t.add_row(vec![
-            (i + 1).to_string(),
-            format!("{:?}", c.kind).to_lowercase(),
-            decimal(c.alpha),
-            decimal(c.beta),
-            decimal(c.gamma),
-            decimal(r.d),
-            decimal(r.w),
-            r.r.to_string(),
-            thousands(r.params),
-            format!("{:.2} M", r.macs as f64 / 1e6),
+        let mut row = vec![(i + 1).to_string()];
+        row.extend(plan_cells(&r.plan));
+        row.extend([
             format!("{:.3}", r.macs_ratio),
             format!("{:.3}", r.formula_ratio),
             format!("{:.1}%", 100.0 * r.val_accuracy),
             format!("{:.1}", r.train_seconds),
         ]);
+        t.add_row(row);
     }
     println!("{t}");
     match &results.winner {
@@ -135,18 +162,128 @@ fn print_ranking(results: &SearchResults) {
     }
 }
 
+fn print_unfinished(root: &Path, results: &SearchResults) {
+    for u in &results.unfinished {
+        println!(
+            "missing: candidate {} ({}), {} epochs done",
+            u.index, u.id, u.epochs_done
+        );
+    }
+    for f in &results.failed {
+        println!(
+            "failed: candidate {} ({}) on {}: {}",
+            f.index, f.id, f.host, f.error
+        );
+    }
+    if let Some(first) = results
+        .unfinished
+        .first()
+        .map(|u| u.index)
+        .or(results.failed.first().map(|f| f.index))
+    {
+        println!(
+            "train a missing or failed candidate (it resumes where it stopped) with: effnet search --out {} --candidate {first}",
+            root.display()
+        );
+    }
+}
+
+fn report(root: &Path, results: &SearchResults, json: bool) -> Result<()> {
+    plot_search(&root.join("results.png"), results)?;
+    if json {
+        return print_json(results);
+    }
+    print_ranking(results);
+    print_unfinished(root, results);
+    Ok(())
+}
+
+fn print_plan(plans: &[CandidatePlan]) {
+    let header: Vec<&str> = std::iter::once("index")
+        .chain(PLAN_COLUMNS)
+        .chain(["training memory"])
+        .collect();
+    let mut t = table(&header);
+    for p in plans {
+        let mut row = vec![p.index.to_string()];
+        row.extend(plan_cells(p));
+        row.push(bytes(p.training_memory_bytes));
+        t.add_row(row);
+    }
+    println!("{t}");
+}
+
+/// Trains one candidate; the worker that finishes the last one ranks them all.
+fn work(root: &Path, index: usize, json: bool) -> Result<()> {
+    let run = run_candidate(root, index, &Progress { json })?;
+    if !json {
+        let how = match run.resumed_after {
+            0 => "trained from the start".to_string(),
+            n => format!("resumed after {n} epochs"),
+        };
+        println!(
+            "candidate {index} ({}): {how}, validation accuracy {:.1}%",
+            run.result.plan.id,
+            100.0 * run.result.val_accuracy
+        );
+    }
+    if run.all_finished {
+        let results = collect(root)?;
+        plot_search(&root.join("results.png"), &results)?;
+        if !json {
+            println!(
+                "every candidate has finished: {} ranks them",
+                root.join("results.json").display()
+            );
+        }
+    }
+    if json {
+        print_json(&run.result)?;
+    }
+    Ok(())
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path)
+        .with_context(|| format!("{}: cannot make the path absolute", path.display()))
+}
+
 /// Runs `effnet search`.
 pub fn run(args: &SearchArgs, json: bool) -> Result<()> {
     let (root, resume) = args.run.folder()?;
+    let root = absolute(&root)?;
+    if args.collect {
+        let results = if args.wait {
+            wait_and_collect(&root, Duration::from_secs(15))?
+        } else {
+            collect(&root)?
+        };
+        return report(&root, &results, json);
+    }
+    if let Some(index) = args.candidate {
+        return work(&root, index, json);
+    }
+    if !resume && args.run.data.is_none() && SearchDir::new(&root).exists() {
+        return match index_from_env() {
+            Some(index) => work(&root, index?, json),
+            None => bail!(
+                "{0} already holds a search: continue it with --resume {0}, train one candidate with --candidate I, or rank what has finished with --collect",
+                root.display()
+            ),
+        };
+    }
     // A resumed search reads its data and settings from its folder.
-    let data = if resume {
-        PathBuf::new()
+    let (data, val) = if resume {
+        (PathBuf::new(), None)
     } else {
-        args.run.data()?
+        (
+            absolute(&args.run.data()?)?,
+            args.run.val.as_deref().map(absolute).transpose()?,
+        )
     };
     let config = SearchConfig {
         data,
-        val: args.run.val.clone(),
+        val,
         val_fraction: args.run.val_fraction,
         base: args.base.clone(),
         img_size: args.img_size,
@@ -160,12 +297,30 @@ pub fn run(args: &SearchArgs, json: bool) -> Result<()> {
         lr: args.lr,
         bn_momentum: args.bn_momentum,
         jobs: args.jobs,
+        accelerator: Accelerator::from_name(&args.device)
+            .with_context(|| format!("unknown device `{}`: use cpu or wgpu", args.device))?,
     };
-    let results = search(&root, config, resume, &Progress { json })?;
-    plot_search(&root.join("results.png"), &results)?;
-    if json {
-        return print_json(&results);
+    if args.plan_only || args.cluster.requested() {
+        if resume {
+            bail!("--plan-only, --slurm and --kubernetes create a new run: give --out RUN and --data DIR");
+        }
+        let paths: Vec<&Path> = std::iter::once(config.data.as_path())
+            .chain(config.val.as_deref())
+            .collect();
+        // Refused before the folder exists: bad cluster options leave nothing behind.
+        args.cluster.kubernetes_options(&root, &paths, None)?;
+        let created = create(&root, config)?;
+        let plans = plan(&created)?;
+        if args.plan_only {
+            if json {
+                return print_json(&plans);
+            }
+            print_plan(&plans);
+            println!("{} candidates in {}", plans.len(), root.display());
+            return Ok(());
+        }
+        return submit(&args.cluster, &root, &created, &plans, json);
     }
-    print_ranking(&results);
-    Ok(())
+    let results = search(&root, config, resume, &Progress { json })?;
+    report(&root, &results, json)
 }
