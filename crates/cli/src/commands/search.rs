@@ -63,15 +63,15 @@ pub struct SearchArgs {
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Create the run folder and list its candidates without training any.
-    #[arg(long, conflicts_with_all = ["collect", "candidate"])]
+    #[arg(long, conflicts_with_all = ["collect", "candidate", "slurm", "kubernetes"])]
     plan_only: bool,
     /// Train only candidate I of the search in --out RUN (a cluster job's work). Without it, and without
     /// --data, the index comes from SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX when one is set.
-    #[arg(long, value_name = "I", conflicts_with = "collect")]
+    #[arg(long, value_name = "I", conflicts_with_all = ["collect", "data", "slurm", "kubernetes"])]
     candidate: Option<usize>,
     /// Rank what the search in --out RUN has finished so far into results.json and results.png, and say
     /// what is missing or failed. Safe to run at any time.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["data", "slurm", "kubernetes"])]
     collect: bool,
     /// With --collect: first wait until every candidate has finished or failed.
     #[arg(long, requires = "collect")]
