@@ -417,7 +417,8 @@ fn a_search_submitted_to_slurm_matches_the_local_ranking_and_a_cancelled_task_re
         true
     });
     let (index, cut_after) = cancelled.expect("a task was cancelled mid-run");
-    assert!((1..EPOCHS as u64).contains(&cut_after), "{cut_after}");
+    // Committed at least one epoch; at worst all of them, cut before recording its result.
+    assert!((1..=EPOCHS as u64).contains(&cut_after), "{cut_after}");
     slurm(
         "sbatch",
         &[
@@ -508,6 +509,23 @@ fn a_failed_candidate_is_reported_and_a_retry_clears_it() {
     let collected = json(&effnet(&["search", "--json", "--out", out, "--collect"]));
     assert_eq!(collected["failed"], serde_json::json!([]));
     assert_eq!(collected["candidates"][0]["id"], result["id"]);
+    // Run again (a requeued task that had finished), it trains nothing and reports the same result.
+    let metrics = candidate_dirs(&run).0[1].join("metrics.csv");
+    let before = std::fs::read(&metrics).unwrap();
+    let o = effnet(&["search", "--out", out, "--candidate", "1"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("had already finished"));
+    assert_eq!(std::fs::read(&metrics).unwrap(), before);
+    assert_eq!(
+        json(&effnet(&[
+            "search",
+            "--json",
+            "--out",
+            out,
+            "--candidate",
+            "1"
+        ])),
+        result
+    );
 
     // Indexes that are not candidates, and folders that are not searches, get one clear line.
     for (args, env, expected) in [

@@ -218,6 +218,7 @@ fn work(root: &Path, index: usize, json: bool) -> Result<()> {
     let run = run_candidate(root, index, &Progress { json })?;
     if !json {
         let how = match run.resumed_after {
+            _ if run.already_finished => "had already finished".to_string(),
             0 => "trained from the start".to_string(),
             n => format!("resumed after {n} epochs"),
         };

@@ -10,8 +10,9 @@
 //!
 //! The grid and the settings are fixed when the run folder is created ([`create`]); after that each
 //! candidate is independent. [`run_candidate`] trains one (a Slurm array task or a Kubernetes indexed pod
-//! each run one) and writes only that candidate's folder; [`collect`] ranks whatever has finished. Every
-//! file is written by one process, through a temporary file and a rename, so the folder works on a shared
+//! each run one) and writes only that candidate's folder; [`collect`] ranks whatever has finished. A
+//! candidate's files are written by its one worker, `results.json` is only ever replaced whole by a
+//! collector, and every file goes through a temporary file and a rename, so the folder works on a shared
 //! filesystem without locks.
 //!
 //! ```text

@@ -5,7 +5,7 @@ use super::candidates::{macs, plan_of, scaled};
 use super::{base_network, open, CandidateResult, Failure, Search, SearchDir, SearchObserver};
 use crate::config::{Recipe, TrainConfig};
 use crate::error::{Result, TrainError};
-use crate::run::{write_json, RunDir};
+use crate::run::{read_json, write_json, RunDir};
 use crate::trainer::{train, Begin, Silent};
 use std::path::Path;
 
@@ -33,12 +33,15 @@ pub struct CandidateRun {
     pub result: CandidateResult,
     /// Epochs the candidate had committed before this worker started (0: trained from the start).
     pub resumed_after: usize,
+    /// Whether the candidate had already finished, so that nothing was trained.
+    pub already_finished: bool,
     /// Whether every candidate of the search now has a result.
     pub all_finished: bool,
 }
 
 /// Trains candidate `index` of the search in `root` (resuming it where an earlier attempt stopped),
-/// writes its result, or its error to `failure.json`, telling `observer` when it starts and finishes.
+/// writes its result, or its error to `failure.json`, telling `observer` when it starts and finishes. A
+/// candidate that has already finished is not trained again: its recorded result is returned.
 pub fn run_candidate(
     root: &Path,
     index: usize,
@@ -60,9 +63,16 @@ pub fn run_candidate(
     } else {
         0
     };
-    observer.started(candidate, index, total);
-    let result = train_and_record(&dir, &search, index, 1)?;
-    observer.finished(&result, index, total);
+    // A task run again after it finished (a requeued or resubmitted one) has nothing left to do.
+    let already_finished = dir.result_path(candidate).exists();
+    let result = if already_finished {
+        read_json(&dir.result_path(candidate))?
+    } else {
+        observer.started(candidate, index, total);
+        let result = train_and_record(&dir, &search, index, 1)?;
+        observer.finished(&result, index, total);
+        result
+    };
     let all_finished = search
         .candidates
         .iter()
@@ -70,6 +80,7 @@ pub fn run_candidate(
     Ok(CandidateRun {
         result,
         resumed_after,
+        already_finished,
         all_finished,
     })
 }
