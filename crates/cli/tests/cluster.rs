@@ -15,7 +15,7 @@ mod common;
 use common::{effnet, json, root, scratch, textures};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const BASE: &str =
@@ -24,8 +24,10 @@ const EPOCHS: usize = 3;
 /// The controls (base, depth, width, resolution) and the 0.5-grid points within 0.3 of 2.
 const CANDIDATES: usize = 7;
 
-fn search_args(train: &Path, val: &Path, out: &Path) -> Vec<String> {
-    [
+/// Runs the tiny search on `train`/`val` into `out`, with `extra` options.
+fn search(train: &Path, val: &Path, out: &Path, extra: &[&str]) -> Output {
+    let epochs = EPOCHS.to_string();
+    let mut args = vec![
         "search",
         "--json",
         "--data",
@@ -37,7 +39,7 @@ fn search_args(train: &Path, val: &Path, out: &Path) -> Vec<String> {
         "--img-size",
         "32",
         "--epochs",
-        &EPOCHS.to_string(),
+        &epochs,
         "--batch",
         "16",
         "--grid",
@@ -46,15 +48,14 @@ fn search_args(train: &Path, val: &Path, out: &Path) -> Vec<String> {
         "0.3",
         "--out",
         out.to_str().unwrap(),
-    ]
-    .map(String::from)
-    .to_vec()
+    ];
+    args.extend(extra);
+    effnet(&args)
 }
 
-fn run_json(args: &[String]) -> Value {
-    json(&effnet(
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-    ))
+/// The JSON the tiny search printed, which must have succeeded.
+fn search_json(train: &Path, val: &Path, out: &Path, extra: &[&str]) -> Value {
+    json(&search(train, val, out, extra))
 }
 
 /// The ranking of a collected search: (id, best accuracy, final accuracy) best first.
@@ -196,33 +197,24 @@ fn container_command(command: &[String], index: Option<usize>) -> Command {
 fn kubernetes_workers_run_by_index_reproduce_the_local_ranking() {
     let dir = scratch("cluster-kubernetes");
     let (train, val) = textures(&dir);
-    let local = run_json(
-        &[
-            search_args(&train, &val, &dir.join("local")),
-            vec!["--jobs".into(), "1".into()],
-        ]
-        .concat(),
-    );
+    let local = search_json(&train, &val, &dir.join("local"), &["--jobs", "1"]);
 
     let run = dir.join("runs/search");
     let manifest = dir.join("search.yaml");
-    let written = run_json(
+    let written = search_json(
+        &train,
+        &val,
+        &run,
         &[
-            search_args(&train, &val, &run),
-            [
-                "--kubernetes",
-                manifest.to_str().unwrap(),
-                "--pvc",
-                "effnet-runs",
-                "--image",
-                "registry.example/effnet:1",
-                "--parallelism",
-                "3",
-            ]
-            .map(String::from)
-            .to_vec(),
-        ]
-        .concat(),
+            "--kubernetes",
+            manifest.to_str().unwrap(),
+            "--pvc",
+            "effnet-runs",
+            "--image",
+            "registry.example/effnet:1",
+            "--parallelism",
+            "3",
+        ],
     );
     validate_against_schema(&manifest);
     let docs = documents(&manifest);
@@ -249,13 +241,7 @@ fn kubernetes_workers_run_by_index_reproduce_the_local_ranking() {
         dir.to_str().unwrap()
     );
     // Memory: the largest candidate's plan estimate plus the image cache, as --plan-only reports it.
-    let plans = run_json(
-        &[
-            search_args(&train, &val, &dir.join("plan")),
-            vec!["--plan-only".into()],
-        ]
-        .concat(),
-    );
+    let plans = search_json(&train, &val, &dir.join("plan"), &["--plan-only"]);
     let largest = plans
         .as_array()
         .unwrap()
@@ -316,24 +302,18 @@ fn kubernetes_workers_run_by_index_reproduce_the_local_ranking() {
     assert_same_ranking(&serde_json::from_slice(&o.stdout).unwrap(), &local);
 
     // Paths the pods could not see are refused before anything is created.
-    let outside = effnet(
+    let outside = search(
+        &train,
+        &val,
+        &dir.join("runs/other"),
         &[
-            search_args(&train, &val, &dir.join("runs/other")),
-            [
-                "--kubernetes",
-                dir.join("other.yaml").to_str().unwrap(),
-                "--pvc",
-                "effnet-runs",
-                "--mount-path",
-                dir.join("runs").to_str().unwrap(),
-            ]
-            .map(String::from)
-            .to_vec(),
-        ]
-        .concat()
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>(),
+            "--kubernetes",
+            dir.join("other.yaml").to_str().unwrap(),
+            "--pvc",
+            "effnet-runs",
+            "--mount-path",
+            dir.join("runs").to_str().unwrap(),
+        ],
     );
     assert!(!outside.status.success());
     let e = String::from_utf8_lossy(&outside.stderr);
@@ -365,29 +345,20 @@ fn a_search_submitted_to_slurm_matches_the_local_ranking_and_a_cancelled_task_re
     );
     let dir = scratch("cluster-slurm");
     let (train, val) = textures(&dir);
-    let local = run_json(
-        &[
-            search_args(&train, &val, &dir.join("local")),
-            vec!["--jobs".into(), "1".into()],
-        ]
-        .concat(),
-    );
+    let local = search_json(&train, &val, &dir.join("local"), &["--jobs", "1"]);
 
     let run = dir.join("search");
-    let submitted = run_json(
+    let submitted = search_json(
+        &train,
+        &val,
+        &run,
         &[
-            search_args(&train, &val, &run),
-            [
-                "--slurm",
-                "--cpus-per-task",
-                "1",
-                "--sbatch-args",
-                "--time=30",
-            ]
-            .map(String::from)
-            .to_vec(),
-        ]
-        .concat(),
+            "--slurm",
+            "--cpus-per-task",
+            "1",
+            "--sbatch-args",
+            "--time=30",
+        ],
     );
     let array = submitted["array_job"].as_str().unwrap().to_owned();
     let script = std::fs::read_to_string(run.join("slurm/search.sbatch")).unwrap();
@@ -464,7 +435,7 @@ fn a_failed_candidate_is_reported_and_a_retry_clears_it() {
     let dir = scratch("cluster-failure");
     let (train, val) = textures(&dir);
     let run = dir.join("search");
-    let plans = run_json(&[search_args(&train, &val, &run), vec!["--plan-only".into()]].concat());
+    let plans = search_json(&train, &val, &run, &["--plan-only"]);
     assert_eq!(plans.as_array().unwrap().len(), CANDIDATES);
     let out = run.to_str().unwrap();
 
@@ -556,34 +527,22 @@ fn a_failed_candidate_is_reported_and_a_retry_clears_it() {
     let o = effnet(&["search", "--out", dir.to_str().unwrap(), "--collect"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("is not a search folder"));
     // A Kubernetes search without a claim is refused before its folder exists.
-    let o = effnet(
-        &[
-            search_args(&train, &val, &dir.join("k8s")),
-            vec![
-                "--kubernetes".into(),
-                dir.join("k.yaml").display().to_string(),
-            ],
-        ]
-        .concat()
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>(),
+    let o = search(
+        &train,
+        &val,
+        &dir.join("k8s"),
+        &["--kubernetes", dir.join("k.yaml").to_str().unwrap()],
     );
     assert!(String::from_utf8_lossy(&o.stderr).contains("--kubernetes needs --pvc"));
     assert!(!dir.join("k8s").exists());
 
     // Candidates that train on a GPU ask each scheduler for one.
     let gpu = |out: &str, extra: &[&str]| {
-        run_json(
-            &[
-                search_args(&train, &val, &dir.join(out)),
-                ["--device", "wgpu"]
-                    .iter()
-                    .chain(extra)
-                    .map(|s| s.to_string())
-                    .collect(),
-            ]
-            .concat(),
+        search_json(
+            &train,
+            &val,
+            &dir.join(out),
+            &[&["--device", "wgpu"], extra].concat(),
         )
     };
     let manifest = dir.join("gpu.yaml");

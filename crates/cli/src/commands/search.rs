@@ -305,11 +305,10 @@ pub fn run(args: &SearchArgs, json: bool) -> Result<()> {
         if resume {
             bail!("--plan-only, --slurm and --kubernetes create a new run: give --out RUN and --data DIR");
         }
-        let paths: Vec<&Path> = std::iter::once(config.data.as_path())
-            .chain(config.val.as_deref())
-            .collect();
         // Refused before the folder exists: bad cluster options leave nothing behind.
-        args.cluster.kubernetes_options(&root, &paths, None)?;
+        let kubernetes = args
+            .cluster
+            .kubernetes_options(&root, &config.image_folders())?;
         let created = create(&root, config)?;
         let plans = plan(&created)?;
         if args.plan_only {
@@ -320,7 +319,7 @@ pub fn run(args: &SearchArgs, json: bool) -> Result<()> {
             println!("{} candidates in {}", plans.len(), root.display());
             return Ok(());
         }
-        return submit(&args.cluster, &root, &created, &plans, json);
+        return submit(&args.cluster, kubernetes, &root, &created, &plans, json);
     }
     let results = search(&root, config, resume, &Progress { json })?;
     report(&root, &results, json)

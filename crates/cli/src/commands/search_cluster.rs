@@ -59,13 +59,12 @@ impl ClusterArgs {
         self.slurm || self.kubernetes.is_some()
     }
 
-    /// The Kubernetes options, checked against the run folder `root` and the image folders `paths`
-    /// before the run is created.
+    /// The Kubernetes options (with --kubernetes), checked against the run folder `root` and the image
+    /// folders `paths` before the run is created.
     pub fn kubernetes_options(
         &self,
         root: &Path,
         paths: &[&Path],
-        candidates: Option<usize>,
     ) -> Result<Option<KubernetesOptions>> {
         let Some(file) = &self.kubernetes else {
             return Ok(None);
@@ -82,7 +81,7 @@ impl ClusterArgs {
                 Some(path) => std::path::absolute(path)?,
                 None => common_folder(root, paths)?,
             },
-            parallelism: self.parallelism.or(candidates).unwrap_or(1),
+            parallelism: self.parallelism,
         };
         options.check(root, paths)?;
         Ok(Some(options))
@@ -107,9 +106,11 @@ fn common_folder(root: &Path, paths: &[&Path]) -> Result<PathBuf> {
     Ok(common)
 }
 
-/// Writes the job files of the new search `search` in `root` and, for Slurm without --dry-run, submits them.
+/// Writes the job files of the new search `search` in `root` (the Kubernetes manifest with `kubernetes`,
+/// the options [`ClusterArgs::kubernetes_options`] gave) and, for Slurm without --dry-run, submits them.
 pub fn submit(
     args: &ClusterArgs,
+    kubernetes: Option<KubernetesOptions>,
     root: &Path,
     search: &Search,
     plans: &[CandidatePlan],
@@ -165,16 +166,10 @@ pub fn submit(
         );
         return Ok(());
     }
-    let Some(file) = &args.kubernetes else {
+    let (Some(file), Some(options)) = (&args.kubernetes, kubernetes) else {
         bail!("neither --slurm nor --kubernetes was given");
     };
-    let paths: Vec<&Path> = std::iter::once(search.config.data.as_path())
-        .chain(search.config.val.as_deref())
-        .collect();
-    let options = args
-        .kubernetes_options(root, &paths, Some(count))?
-        .expect("--kubernetes was given");
-    let manifest = kubernetes_manifest(root, count, &paths, &resources, &options)?;
+    let manifest = kubernetes_manifest(root, search, &resources, &options)?;
     write_atomically(file, manifest.as_bytes())?;
     if json {
         return print_json(&json!({
@@ -185,7 +180,7 @@ pub fn submit(
     println!(
         "wrote {} ({described}, {} at a time, claim {} at {}); start it with: kubectl apply -f {}",
         file.display(),
-        options.parallelism,
+        options.parallelism.unwrap_or(count).min(count),
         options.claim,
         options.mount_path.display(),
         file.display()

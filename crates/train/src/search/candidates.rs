@@ -139,20 +139,20 @@ pub struct CandidatePlan {
 pub fn plan(search: &Search) -> Result<Vec<CandidatePlan>> {
     let base = base_network(&search.config)?;
     (0..search.candidates.len())
-        .map(|index| plan_of(&base, search, index))
+        .map(|index| Ok(scaled_candidate(&base, search, index)?.1))
         .collect()
 }
 
-/// Candidate `index` of `search`, scaled from `base` (the search's [`base_network`]).
-pub(super) fn plan_of(
+/// Candidate `index` of `search` scaled from `base` (the search's [`base_network`]): its network and plan.
+pub(super) fn scaled_candidate(
     base: &NetworkConfig,
     search: &Search,
     index: usize,
-) -> Result<CandidatePlan> {
+) -> Result<(NetworkConfig, CandidatePlan)> {
     let candidate = search.candidates[index];
     let network = scaled(base, search.config.phi, &candidate)?;
     let cost = account(&resolve(&network)?);
-    Ok(CandidatePlan {
+    let plan = CandidatePlan {
         index,
         id: candidate.id(),
         candidate,
@@ -163,7 +163,8 @@ pub(super) fn plan_of(
         macs: cost.macs,
         training_memory_bytes: cost
             .training_memory_bytes(search.config.batch as u64, RECIPE_PARAMETER_COPIES),
-    })
+    };
+    Ok((network, plan))
 }
 
 #[cfg(test)]

@@ -80,6 +80,15 @@ pub struct SearchConfig {
     pub accelerator: Accelerator,
 }
 
+impl SearchConfig {
+    /// The folders of images the candidates read: `data`, and `val` when given.
+    pub fn image_folders(&self) -> Vec<&Path> {
+        std::iter::once(self.data.as_path())
+            .chain(self.val.as_deref())
+            .collect()
+    }
+}
+
 /// What a candidate is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -303,7 +312,6 @@ fn validate(config: &SearchConfig) -> Result<()> {
             !(config.grid > 0.0 && config.grid <= 1.0),
             "--grid must be in (0, 1]",
         ),
-        (config.jobs == 0, "--jobs must be at least 1"),
         (
             !(config.phi > 0.0 && config.phi.is_finite()),
             "--phi must be positive",
@@ -401,14 +409,14 @@ pub fn search(
     observer: &dyn SearchObserver,
 ) -> Result<SearchResults> {
     let jobs = config.jobs;
+    if jobs == 0 {
+        return Err(TrainError::Options("--jobs must be at least 1".into()));
+    }
     let search = if resume {
         open(root)?
     } else {
         create(root, config)?
     };
-    if jobs == 0 {
-        return Err(TrainError::Options("--jobs must be at least 1".into()));
-    }
     let dir = SearchDir::new(root);
     let total = search.candidates.len();
     let pending: VecDeque<(usize, Candidate)> = search

@@ -1,7 +1,7 @@
 //! One candidate of a search, trained by whichever process is given its index: a local search's thread, a
 //! Slurm array task or a Kubernetes indexed pod. It writes only that candidate's folder.
 
-use super::candidates::{macs, plan_of, scaled};
+use super::candidates::{macs, scaled_candidate};
 use super::{base_network, open, CandidateResult, Failure, Search, SearchDir, SearchObserver};
 use crate::config::{Recipe, TrainConfig};
 use crate::error::{Result, TrainError};
@@ -129,8 +129,7 @@ fn train_candidate(
     let config = &search.config;
     let base = base_network(config)?;
     let base_macs = macs(&base)?;
-    let plan = plan_of(&base, search, index)?;
-    let network = scaled(&base, config.phi, &plan.candidate)?;
+    let (network, plan) = scaled_candidate(&base, search, index)?;
     let run = RunDir::new(dir.candidate_dir(&plan.candidate));
     let resume = run.state_path().exists();
     if !resume && run.config_path().exists() {

@@ -5,6 +5,7 @@
 
 use super::Resources;
 use crate::error::{Result, TrainError};
+use crate::search::Search;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
@@ -17,8 +18,8 @@ pub struct KubernetesOptions {
     pub claim: String,
     /// Where the claim is mounted in the pods: the same path it has where the run was created.
     pub mount_path: PathBuf,
-    /// Candidates trained at the same time.
-    pub parallelism: usize,
+    /// Candidates trained at the same time (`None`: all).
+    pub parallelism: Option<usize>,
 }
 
 impl KubernetesOptions {
@@ -36,7 +37,7 @@ impl KubernetesOptions {
                 ));
             }
         }
-        if self.parallelism == 0 {
+        if self.parallelism == Some(0) {
             return Err(TrainError::Options(
                 "--parallelism must be at least 1".into(),
             ));
@@ -92,17 +93,16 @@ fn pod(
     }))
 }
 
-/// The manifest (YAML, two documents) of the search in `root` with `candidates` candidates: the Indexed
-/// Job and the collect Job. `paths` are the folders the pods must see (the images); each, like `root`,
-/// must lie under the mount path.
+/// The manifest (YAML, two documents) of `search`, whose folder is `root`: the Indexed Job and the
+/// collect Job. The run folder and the images must lie under the mount path.
 pub fn kubernetes_manifest(
     root: &Path,
-    candidates: usize,
-    paths: &[&Path],
+    search: &Search,
     resources: &Resources,
     options: &KubernetesOptions,
 ) -> Result<String> {
-    options.check(root, paths)?;
+    options.check(root, &search.config.image_folders())?;
+    let candidates = search.candidates.len();
     let name = job_name(root);
     let run = text(root)?;
     let mut candidate_resources = json!({
@@ -121,7 +121,7 @@ pub fn kubernetes_manifest(
         "spec": {
             "completionMode": "Indexed",
             "completions": candidates,
-            "parallelism": options.parallelism.min(candidates.max(1)),
+            "parallelism": options.parallelism.unwrap_or(candidates).min(candidates).max(1),
             "backoffLimitPerIndex": RETRIES_PER_CANDIDATE,
             // Every pod gets its index in JOB_COMPLETION_INDEX; a retried pod resumes its candidate.
             "template": pod(
