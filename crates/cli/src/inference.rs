@@ -6,6 +6,7 @@ use crate::model_args::check_resolution;
 use anyhow::{Context, Result};
 use clap::Args;
 use effnet_arch::preprocess::{Interpolation, Preprocessing};
+use effnet_arch::NetworkConfig;
 use effnet_data::{image_files, load_image};
 use effnet_engine::{Engine, FeatureMap};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -18,6 +19,16 @@ pub struct InputArgs {
     /// Images, or folders searched recursively for images.
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub preprocess: PreprocessArgs,
+    /// Images per batch.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+}
+
+/// Overrides of the weights' evaluation preprocessing.
+#[derive(Debug, Clone, Args)]
+pub struct PreprocessArgs {
     /// Input resolution (default: the weights').
     #[arg(long)]
     pub resolution: Option<u32>,
@@ -30,9 +41,6 @@ pub struct InputArgs {
     /// Normalisation: imagenet, lite or inception/advprop (default: the weights').
     #[arg(long)]
     pub normalization: Option<String>,
-    /// Images per batch.
-    #[arg(long, default_value_t = 8)]
-    pub batch: usize,
 }
 
 /// Applies a named normalisation, with a clear error for unknown names.
@@ -50,10 +58,9 @@ pub struct ImageOutcome<T = Vec<f32>> {
     pub features: Result<T>,
 }
 
-impl InputArgs {
+impl PreprocessArgs {
     /// Preprocessing and resolution: the weights' defaults with the flags applied.
-    pub fn preprocessing(&self, engine: &Engine) -> Result<(Preprocessing, u32)> {
-        let config = engine.config();
+    pub fn preprocessing(&self, config: &NetworkConfig) -> Result<(Preprocessing, u32)> {
         if let Some(resolution) = self.resolution {
             check_resolution(resolution)?;
         }
@@ -80,7 +87,9 @@ impl InputArgs {
         }
         Ok((pre, resolution))
     }
+}
 
+impl InputArgs {
     /// Runs every input image through the engine's pooled feature extractor, calling `each` in input order.
     pub fn run(&self, engine: &Engine, each: impl FnMut(ImageOutcome) -> Result<()>) -> Result<()> {
         self.run_with(engine, |images| engine.pooled_features_batch(images), each)
@@ -95,7 +104,7 @@ impl InputArgs {
         mut each: impl FnMut(ImageOutcome<T>) -> Result<()>,
     ) -> Result<()> {
         anyhow::ensure!(self.batch >= 1, "--batch must be at least 1");
-        let (pre, resolution) = self.preprocessing(engine)?;
+        let (pre, resolution) = self.preprocess.preprocessing(engine.config())?;
         let mut network = engine.config().clone();
         network.resolution = resolution;
         let needed = effnet_arch::account(&effnet_arch::resolve(&network)?)

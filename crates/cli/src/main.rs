@@ -63,6 +63,10 @@ enum Command {
     Convert(commands::convert::ConvertArgs),
     /// Write weights as an ONNX model that runs in any ONNX runtime (no custom operators).
     Export(Box<commands::export::ExportArgs>),
+    /// Grad-CAM / Grad-CAM++ heat maps: which parts of an image made the network choose a class.
+    Explain(Box<commands::explain::ExplainArgs>),
+    /// An HTTP server for predictions, explanations and embeddings, with dynamic batching and a web page.
+    Serve(Box<commands::serve::ServeArgs>),
     /// Multi-scale feature maps (strides 2 to 32) of images, for detection and segmentation backbones.
     Features(commands::features::FeaturesArgs),
     /// The weights known by name (hf:, torchvision:), and the local download caches.
@@ -123,6 +127,8 @@ fn main() -> ExitCode {
         Command::Search(args) => commands::search::run(args, cli.json),
         Command::Patches(args) => commands::patches::run(args),
         Command::Export(args) => commands::export::run(args, cli.json),
+        Command::Explain(args) => commands::explain::run(args, cli.json),
+        Command::Serve(args) => commands::serve::run(args),
         Command::Features(args) => commands::features::run(args, cli.json),
         Command::Weights(args) => commands::weights::run(args, cli.json),
     };

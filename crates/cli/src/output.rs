@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use npyz::WriterBuilder;
 use serde::Serialize;
 use std::path::Path;
 
@@ -57,6 +58,19 @@ pub fn table(header: &[&str]) -> Table {
 pub fn print_json(value: &impl Serialize) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
+}
+
+/// A float32 `.npy` array of `shape` holding `values` in row-major order.
+pub fn npy_f32(shape: &[u64], values: impl IntoIterator<Item = f32>) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    let mut writer = npyz::WriteOptions::<f32>::new()
+        .default_dtype()
+        .shape(shape)
+        .writer(&mut bytes)
+        .begin_nd()?;
+    writer.extend(values)?;
+    writer.finish()?;
+    Ok(bytes)
 }
 
 /// The folder `out` is written in.

@@ -6,9 +6,8 @@ use effnet_train::run::EpochRecord;
 use effnet_train::search::{Kind, SearchResults};
 use effnet_weights::atomic::write_atomically_with;
 use plotters::prelude::*;
-use plotters::style::{FontStyle, FontTransform};
+use plotters::style::FontTransform;
 use std::path::Path;
-use std::sync::Once;
 
 /// A labelled point of the accuracy-vs-MACs plot.
 #[derive(Debug, Clone)]
@@ -21,17 +20,7 @@ pub struct PlotPoint {
     pub top1: f64,
 }
 
-/// Registers the bundled font once per process under the family name plotters uses by default.
-pub fn register_fonts() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let _ = plotters::style::register_font(
-            "sans-serif",
-            FontStyle::Normal,
-            dejavu::sans::regular(),
-        );
-    });
-}
+pub use effnet_explain::overlay::register_fonts;
 
 /// Draws ImageNet top-1 against multiply-adds (log scale): the published B0..B7 curve and `points`, written
 /// atomically to `path` (PNG). `with_lite` widens the axes for the Lite family.

@@ -15,6 +15,14 @@ pub enum DataError {
         /// The problem.
         reason: String,
     },
+    /// The image is larger than the pixel limit (or than the memory available to decode it).
+    #[error("{path}: {reason}")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The problem.
+        reason: String,
+    },
     /// A folder held no images, or a path does not exist.
     #[error("{path}: {reason}")]
     Input {

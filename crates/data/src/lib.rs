@@ -10,6 +10,7 @@ pub mod labels;
 pub mod patches;
 pub mod pil_resize;
 pub mod preprocess;
+pub mod ranking;
 pub mod system;
 
 pub use files::{image_files, DataError};

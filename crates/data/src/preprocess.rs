@@ -198,8 +198,12 @@ pub fn decode_from<R: BufRead + Seek>(path: &Path, mut source: R) -> Result<RgbI
         .map_err(|e| fail(format!("not a readable image: {e}")))?;
     let (width, height) = decoder.dimensions();
     let pixels = u64::from(width) * u64::from(height);
+    let too_large = |reason: String| DataError::TooLarge {
+        path: path.to_path_buf(),
+        reason,
+    };
     if pixels > max_pixels {
-        return Err(fail(format!(
+        return Err(too_large(format!(
             "{width} x {height} pixels ({:.1} megapixels) is over the limit of {:.1} megapixels (raise it with --max-pixels)",
             pixels as f64 / 1e6,
             max_pixels as f64 / 1e6
@@ -209,7 +213,7 @@ pub fn decode_from<R: BufRead + Seek>(path: &Path, mut source: R) -> Result<RgbI
     // matter, not for every image the training loader decodes.
     let needed = decoder.total_bytes();
     if needed > LARGE_DECODE_BYTES {
-        crate::system::ensure_memory("decoding this image", needed).map_err(fail)?;
+        crate::system::ensure_memory("decoding this image", needed).map_err(too_large)?;
     }
     let orientation = decoder
         .orientation()

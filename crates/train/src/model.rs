@@ -395,6 +395,12 @@ pub struct EfficientNet {
     pub classifier: Classifier,
 }
 
+/// Global average pooling of an NCHW map to `[N, C]`.
+pub fn pool(map: Tensor<4>) -> Tensor<2> {
+    let [n, c, _, _] = map.dims();
+    map.mean_dims(&[2, 3]).reshape([n, c])
+}
+
 /// Checks that `tensors` holds every parameter of `plan` with the right shape, naming the first that does not.
 pub fn check_tensors(plan: &Plan, tensors: &Tensors) -> Result<()> {
     for p in params(plan) {
@@ -439,21 +445,38 @@ impl EfficientNet {
         Ok(Self::new(plan, tensors, device)?.train())
     }
 
-    /// Pooled features `[N, head channels]` of an NCHW batch.
-    pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
+    /// The stem and the first `blocks` blocks on an NCHW batch.
+    pub fn forward_to(&self, x: Tensor<4>, blocks: usize) -> Tensor<4> {
         let mut y = self.stem.forward(x);
-        for b in &self.blocks {
+        for b in &self.blocks[..blocks] {
             y = b.forward(y);
         }
-        let y = self.head.forward(y);
-        let [n, c, _, _] = y.dims();
-        y.mean_dims(&[2, 3]).reshape([n, c])
+        y
+    }
+
+    /// The blocks from index `first` on and the head convolution, on the output `y` of block `first - 1`
+    /// (of the stem when `first` is 0): the head's map, which [`pool`] turns into the features.
+    pub fn head_map_from(&self, mut y: Tensor<4>, first: usize) -> Tensor<4> {
+        for b in &self.blocks[first..] {
+            y = b.forward(y);
+        }
+        self.head.forward(y)
+    }
+
+    /// Pooled features `[N, head channels]` of an NCHW batch.
+    pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
+        pool(self.head_map_from(self.forward_to(x, 0), 0))
+    }
+
+    /// The classifier on pooled features (without the dropout before it).
+    pub fn classify(&self, features: Tensor<2>) -> Tensor<2> {
+        features.matmul(self.classifier.weight.val().transpose())
+            + self.classifier.bias.val().unsqueeze()
     }
 
     /// Logits `[N, classes]` of an NCHW batch.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let f = self.dropout.forward(self.features(x));
-        f.matmul(self.classifier.weight.val().transpose()) + self.classifier.bias.val().unsqueeze()
+        self.classify(self.dropout.forward(self.features(x)))
     }
 
     /// Sets the TF-convention batch-norm momentum of every layer (`running = m * running + (1 - m) * batch`).

@@ -133,6 +133,7 @@ fn every_class_readable(set: &ImageFolder, split: &str) -> Result<()> {
 fn data_error(e: effnet_data::DataError) -> TrainError {
     match e {
         effnet_data::DataError::Image { path, reason }
+        | effnet_data::DataError::TooLarge { path, reason }
         | effnet_data::DataError::Input { path, reason } => TrainError::data(path, reason),
     }
 }

@@ -50,7 +50,7 @@ pub fn run(args: &ConvertArgs, json: bool) -> Result<()> {
             );
             labels
         }
-        None => crate::commands::predict::class_labels(&weights.labels, classes),
+        None => effnet_data::ranking::class_labels(&weights.labels, classes),
     };
     let provenance = Provenance {
         source: args.source.clone().unwrap_or_else(|| {

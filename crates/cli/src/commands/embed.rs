@@ -1,12 +1,11 @@
 //! `effnet embed`: pooled features (the input of the classifier) for transfer learning and retrieval.
 
 use crate::inference::InputArgs;
-use crate::output::{check_output_file, folder_of};
+use crate::output::{check_output_file, folder_of, npy_f32};
 use crate::weights_args::WeightsArgs;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use effnet_weights::atomic::write_atomically;
-use npyz::WriterBuilder;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -26,19 +25,6 @@ pub struct EmbedArgs {
 struct Embedding {
     file: String,
     embedding: Vec<f32>,
-}
-
-fn npy(rows: &[Embedding], width: usize) -> Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    let shape = [rows.len() as u64, width as u64];
-    let mut writer = npyz::WriteOptions::<f32>::new()
-        .default_dtype()
-        .shape(&shape)
-        .writer(&mut bytes)
-        .begin_nd()?;
-    writer.extend(rows.iter().flat_map(|r| r.embedding.iter().copied()))?;
-    writer.finish()?;
-    Ok(bytes)
 }
 
 /// Checks, before any work, that the outputs can be written: the folder exists, and a file list beside
@@ -93,7 +79,11 @@ pub fn run(args: &EmbedArgs, json_summary: bool) -> Result<()> {
     })?;
     if extension == "npy" {
         let list: String = rows.iter().map(|r| format!("{}\n", r.file)).collect();
-        let array = npy(&rows, engine.feature_size())?;
+        let shape = [rows.len() as u64, engine.feature_size() as u64];
+        let array = npy_f32(
+            &shape,
+            rows.iter().flat_map(|r| r.embedding.iter().copied()),
+        )?;
         // Both files are complete before either is renamed into place, and the folder is held while
         // they are, so a concurrent run cannot pair its array with this run's list.
         let _held = hold_folder(&args.out);

@@ -1,13 +1,13 @@
 //! `effnet export`: weights as a plain ONNX model (standard operators only, batch norm folded, TF "SAME"
 //! padding as explicit pads), with the preprocessing and labels in its metadata.
 
-use crate::commands::predict::class_labels;
 use crate::feature_args::FeatureArgs;
 use crate::model_args::{base_config, check_resolution};
 use crate::output::{check_output_file, print_json};
 use crate::weights_args::{fetch_weights, WeightsOptions};
 use anyhow::{bail, Result};
 use clap::Args;
+use effnet_data::ranking::class_labels;
 use effnet_onnx::{export, ExportOptions, Head, InputLayout, DEFAULT_OPSET};
 use effnet_weights::random::RandomWeights;
 use effnet_weights::{Layout, Provenance, TensorSource, WeightMetadata};

@@ -79,7 +79,7 @@ pub fn run(args: &FeaturesArgs, json: bool) -> Result<()> {
     let all = engine.feature_levels(location);
     let levels = args.levels.select(all)?;
     // Every image's maps are held until the end: check they fit before decoding any.
-    let (_, resolution) = args.input.preprocessing(&engine)?;
+    let (_, resolution) = args.input.preprocess.preprocessing(engine.config())?;
     let mut network = engine.config().clone();
     network.resolution = resolution;
     let at_resolution = effnet_arch::resolve(&network)?.feature_levels(location);

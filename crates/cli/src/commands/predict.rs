@@ -5,7 +5,7 @@ use crate::output::print_json;
 use crate::weights_args::WeightsArgs;
 use anyhow::{bail, Result};
 use clap::Args;
-use effnet_data::imagenet_labels;
+use effnet_data::ranking::{class_labels, top_k, Ranked};
 use serde::Serialize;
 
 /// Arguments of `effnet predict`.
@@ -23,14 +23,6 @@ pub struct PredictArgs {
     logits: bool,
 }
 
-/// One ranked class.
-#[derive(Debug, Serialize)]
-struct Ranked {
-    class: usize,
-    label: String,
-    prob: f64,
-}
-
 /// The prediction for one file (or why it failed).
 #[derive(Debug, Serialize)]
 struct Prediction {
@@ -41,25 +33,6 @@ struct Prediction {
     logits: Option<Vec<f32>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
-}
-
-/// Softmax in f64.
-fn softmax(logits: &[f32]) -> Vec<f64> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let exps: Vec<f64> = logits.iter().map(|&l| f64::from(l - max).exp()).collect();
-    let sum: f64 = exps.iter().sum();
-    exps.into_iter().map(|e| e / sum).collect()
-}
-
-/// Class names: the weights' own, ImageNet's for 1000 classes, or `class N`.
-pub fn class_labels(own: &[String], classes: usize) -> Vec<String> {
-    if own.len() == classes {
-        own.to_vec()
-    } else if classes == 1000 {
-        imagenet_labels().into_iter().map(String::from).collect()
-    } else {
-        (0..classes).map(|i| format!("class {i}")).collect()
-    }
 }
 
 /// Runs `effnet predict`.
@@ -76,17 +49,7 @@ pub fn run(args: &PredictArgs, json: bool) -> Result<()> {
         let prediction = match outcome.features {
             Ok(features) => {
                 let logits = engine.classify(&features);
-                let probs = softmax(&logits);
-                let mut order: Vec<usize> = (0..probs.len()).collect();
-                order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
-                let top = order[..k]
-                    .iter()
-                    .map(|&c| Ranked {
-                        class: c,
-                        label: labels[c].clone(),
-                        prob: probs[c],
-                    })
-                    .collect();
+                let top = top_k(&logits, &labels, k);
                 Prediction {
                     file,
                     top: Some(top),
@@ -128,29 +91,5 @@ fn print_prediction(p: &Prediction) {
     println!("{}", p.file);
     for r in top {
         println!("  {:6.2}%  {:4}  {}", r.prob * 100.0, r.class, r.label);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn softmax_is_a_distribution_and_keeps_order() {
-        let p = softmax(&[1.0, 3.0, 2.0, 10.0]);
-        assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-12);
-        assert!(p[3] > 0.99 && p[1] > p[2] && p[2] > p[0]);
-        let huge = softmax(&[0.0, 1000.0]);
-        assert!(
-            huge[1] == 1.0 && huge[0] == 0.0 && huge.iter().all(|v| v.is_finite()),
-            "no overflow"
-        );
-    }
-
-    #[test]
-    fn labels_fall_back_to_imagenet_then_to_numbers() {
-        assert_eq!(class_labels(&[], 1000)[967], "espresso");
-        assert_eq!(class_labels(&["a".into(), "b".into()], 2), ["a", "b"]);
-        assert_eq!(class_labels(&[], 3)[2], "class 2");
     }
 }

@@ -81,3 +81,52 @@ pub fn scratch(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// An `effnet serve` process on a free loopback port, stopped (SIGTERM, then waited for) when dropped.
+pub struct Server {
+    /// The child process.
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl Server {
+    /// Starts `effnet serve` with `args` (weights and options) and waits until it listens.
+    pub fn start(args: &[&str]) -> Self {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_effnet"))
+            .args(["serve", "--addr", "127.0.0.1:0"])
+            .args(args)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the binary runs");
+        let mut lines = std::io::BufReader::new(child.stderr.take().expect("piped")).lines();
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("the server prints its address")
+                .expect("stderr reads");
+            if let Some(rest) = line.split("on http://").nth(1) {
+                break format!("http://{}", rest.split('/').next().expect("an address"));
+            }
+        };
+        // Keep draining stderr so that the server never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Self { child, url }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        self.child.wait().expect("the server exits")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.stop();
+        }
+    }
+}
