@@ -2,6 +2,7 @@
 
 use anyhow::{anyhow, Result};
 use effnet_arch::accuracy::published_curve;
+use effnet_train::lr_find::LrFinding;
 use effnet_train::run::EpochRecord;
 use effnet_train::search::{Kind, SearchResults};
 use effnet_weights::atomic::write_atomically_with;
@@ -125,14 +126,21 @@ fn draw_panel(
             .draw_series(points.iter().map(|&p| Circle::new(p, 3, colour.filled())))
             .map_err(draw_error)?;
     }
+    draw_legend(&mut chart)?;
+    Ok(())
+}
+
+/// Draws the series' labels in a white box with a black border.
+fn draw_legend<'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, CT>,
+) -> Result<()> {
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .label_font(("sans-serif", 15))
         .draw()
-        .map_err(draw_error)?;
-    Ok(())
+        .map_err(draw_error)
 }
 
 /// Draws training and validation loss (left) and accuracy (right) per epoch, written atomically (PNG).
@@ -171,6 +179,77 @@ pub fn plot_training_curves(path: &Path, records: &[EpochRecord]) -> Result<()> 
                 ("validation top-1", RED, series(|r| r.val_accuracy)),
             ],
         )?;
+        root.present().map_err(draw_error)
+    })?)
+}
+
+/// Draws the learning-rate range test: the loss of every step and its smoothed curve against the rate
+/// (log scale), with the suggested rate marked; written atomically (PNG).
+pub fn plot_lr_find(path: &Path, finding: &LrFinding) -> Result<()> {
+    register_fonts();
+    let points = &finding.points;
+    let (first, last) = match (points.first(), points.last()) {
+        (Some(a), Some(b)) => (a.lr, b.lr.max(a.lr * 1.0001)),
+        _ => anyhow::bail!("the range test took no step"),
+    };
+    // The y range follows the smoothed curve up to where it blew up, not the blow-up itself.
+    let finite = points
+        .iter()
+        .flat_map(|p| [p.loss, p.smoothed])
+        .filter(|v| v.is_finite());
+    let low = finite.clone().fold(f64::INFINITY, f64::min);
+    let start = points[0].smoothed;
+    let high = finite
+        .fold(low, f64::max)
+        .min(start.max(low) * 2.0)
+        .max(low + 1e-3);
+    Ok(write_atomically_with(path, |tmp| -> Result<()> {
+        let root = BitMapBackend::new(tmp, (900, 520)).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_error)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption("learning-rate range test", ("sans-serif", 22))
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(60)
+            .build_cartesian_2d((first..last).log_scale(), low * 0.95..high * 1.05)
+            .map_err(draw_error)?;
+        chart
+            .configure_mesh()
+            .x_desc("learning rate")
+            .y_desc("training loss")
+            .x_label_formatter(&|v| format!("{v:.0e}"))
+            .label_style(("sans-serif", 15))
+            .draw()
+            .map_err(draw_error)?;
+        let clip = |v: f64| v.clamp(low * 0.95, high * 1.05);
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().map(|p| (p.lr, clip(p.loss))),
+                RGBColor(150, 170, 220).stroke_width(1),
+            ))
+            .map_err(draw_error)?
+            .label("loss per step")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RGBColor(150, 170, 220)));
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().map(|p| (p.lr, clip(p.smoothed))),
+                BLUE.stroke_width(2),
+            ))
+            .map_err(draw_error)?
+            .label("smoothed")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
+        chart
+            .draw_series(std::iter::once(PathElement::new(
+                vec![
+                    (finding.suggested, low * 0.95),
+                    (finding.suggested, high * 1.05),
+                ],
+                RED.stroke_width(2),
+            )))
+            .map_err(draw_error)?
+            .label(format!("suggested {:.1e}", finding.suggested))
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
+        draw_legend(&mut chart)?;
         root.present().map_err(draw_error)
     })?)
 }

@@ -319,3 +319,50 @@ fn bad_training_input_gets_one_clear_message() {
     assert!(e.contains("best.safetensors"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_range_test_plots_its_rates_and_lr_auto_trains_with_its_suggestion() {
+    let dir = scratch("lr-find");
+    let (train, val) = textures(&dir);
+    let (train, val) = (train.to_str().unwrap(), val.to_str().unwrap());
+    let found = dir.join("found");
+    let mut args = scratch_args(train, val, found.to_str().unwrap());
+    args.extend(["--find-lr", "--find-lr-steps", "30"]);
+    let finding = json(&effnet(&args));
+    let points = finding["points"].as_array().unwrap();
+    assert!(!points.is_empty() && points.len() <= 30, "{finding}");
+    let rates: Vec<f64> = points.iter().map(|p| p["lr"].as_f64().unwrap()).collect();
+    // 1e-7 to 10 in 30 steps: each rate 10^(8/29) times the one before.
+    let factor = 10f64.powf(8.0 / 29.0);
+    assert!((rates[0] / 1e-7 - 1.0).abs() < 1e-9);
+    assert!(rates
+        .windows(2)
+        .all(|w| (w[1] / w[0] / factor - 1.0).abs() < 1e-9));
+    let suggested = finding["suggested"].as_f64().unwrap();
+    assert!(
+        rates.contains(&suggested) || rates.contains(&(suggested * 10.0)),
+        "{finding}"
+    );
+    assert!(found.join("lr_find.png").exists());
+    assert!(
+        !found.join("config.json").exists(),
+        "--find-lr trains nothing"
+    );
+
+    let run = dir.join("auto");
+    let mut args = scratch_args(train, val, run.to_str().unwrap());
+    let epochs = args.iter().position(|&a| a == "--epochs").unwrap();
+    args[epochs + 1] = "1";
+    args.extend(["--lr", "auto", "--find-lr-steps", "30"]);
+    let state = json(&effnet(&args));
+    assert_eq!(state["epoch"], 1, "{state}");
+    let written: Value =
+        serde_json::from_slice(&std::fs::read(run.join("lr_find.json")).unwrap()).unwrap();
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        config["lr"], written["suggested"],
+        "the run trains at the suggested rate"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

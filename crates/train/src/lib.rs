@@ -9,6 +9,7 @@ pub mod error;
 pub mod evaluate;
 pub mod init;
 pub mod kernels;
+pub mod lr_find;
 pub mod model;
 pub mod optim;
 pub mod run;

@@ -16,6 +16,7 @@ use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{activation, Bytes, Device, Tensor, TensorData};
 use effnet_arch::memory::RECIPE_PARAMETER_COPIES;
+use effnet_arch::preprocess::Preprocessing;
 use effnet_arch::{resolve, Plan};
 use effnet_data::augment::{Augment, RandAugment};
 use effnet_data::{ImageFolder, Sample};
@@ -257,7 +258,7 @@ fn correct(logits: &[f32], labels: &[usize]) -> usize {
 }
 
 /// One optimizer step on `batch`; returns the updated model, the loss and the number of correct images.
-fn train_step(
+pub(crate) fn train_step(
     model: EfficientNet,
     optimizer: &mut ModuleOptimizer,
     batch: Batch,
@@ -361,6 +362,79 @@ pub enum Begin {
     },
 }
 
+/// Refuses a run whose planned memory (activations of a batch, weights and the optimizer's copies) is
+/// more than the machine has available.
+fn ensure_training_memory(config: &TrainConfig, plan: &Plan) -> Result<()> {
+    let parameter_copies = RECIPE_PARAMETER_COPIES - u64::from(config.ema.is_none());
+    let needed =
+        effnet_arch::account(plan).training_memory_bytes(config.batch as u64, parameter_copies);
+    effnet_data::system::ensure_memory(
+        &format!(
+            "training {} at {} px, batch {}",
+            plan.config.name, config.img_size, config.batch
+        ),
+        needed,
+    )
+    .map_err(TrainError::Options)
+}
+
+/// The trainable network a run starts from, with the run's batch-norm momentum.
+fn new_model(config: &TrainConfig, start: &Start, base_device: &Device) -> Result<EfficientNet> {
+    let mut model = EfficientNet::trainable(&start.plan, &start.tensors, base_device)?;
+    model.set_bn_momentum(config.bn_momentum);
+    Ok(model)
+}
+
+/// The augmented batches of the run's training images.
+fn train_loader(
+    config: &TrainConfig,
+    data: &Datasets,
+    preprocessing: Preprocessing,
+) -> TrainLoader {
+    let augment = Augment {
+        scale: (config.min_crop, 1.0),
+        flip: config.flip,
+        rand_augment: config.rand_augment.map(|r| RandAugment { n: r.n, m: r.m }),
+        ..Augment::default()
+    };
+    TrainLoader::new(
+        data.train.samples.clone(),
+        augment,
+        preprocessing,
+        config.img_size,
+        config.batch,
+        config.seed,
+        config.workers,
+    )
+}
+
+/// A new run, ready for its first step: what [`prepare`] sets up.
+pub struct Prepared {
+    /// The network with its starting weights.
+    pub model: EfficientNet,
+    /// The optimizer, fresh.
+    pub optimizer: ModuleOptimizer,
+    /// The augmented training batches.
+    pub loader: TrainLoader,
+    /// The device the steps run on (with autodiff).
+    pub device: Device,
+}
+
+/// Sets up a new run of `config` without a run folder (the learning-rate range test's start).
+pub fn prepare(config: &TrainConfig) -> Result<Prepared> {
+    validate(config)?;
+    let base_device = config.accelerator.device()?;
+    let data = Datasets::open(config)?;
+    let start = start_from_config(config, &data.train.classes)?;
+    ensure_training_memory(config, &start.plan)?;
+    Ok(Prepared {
+        model: new_model(config, &start, &base_device)?,
+        optimizer: config.optimizer.init(config.weight_decay),
+        loader: train_loader(config, &data, start.metadata.config.preprocessing),
+        device: base_device.autodiff(),
+    })
+}
+
 /// Runs a new training run in `run`, or continues the one there, and returns its final state.
 pub fn train(run: &RunDir, begin: Begin, observer: &dyn Observer) -> Result<RunState> {
     let resume = matches!(begin, Begin::Resume { .. });
@@ -395,17 +469,7 @@ pub fn train(run: &RunDir, begin: Begin, observer: &dyn Observer) -> Result<RunS
     } else {
         (start_from_config(&config, &classes)?, None)
     };
-    let parameter_copies = RECIPE_PARAMETER_COPIES - u64::from(config.ema.is_none());
-    let needed = effnet_arch::account(&start.plan)
-        .training_memory_bytes(config.batch as u64, parameter_copies);
-    effnet_data::system::ensure_memory(
-        &format!(
-            "training {} at {} px, batch {}",
-            start.plan.config.name, config.img_size, config.batch
-        ),
-        needed,
-    )
-    .map_err(TrainError::Options)?;
+    ensure_training_memory(&config, &start.plan)?;
     let _lock = match resumed_lock {
         Some(lock) => lock,
         None => {
@@ -415,8 +479,7 @@ pub fn train(run: &RunDir, begin: Begin, observer: &dyn Observer) -> Result<RunS
         }
     };
     let device = base_device.clone().autodiff();
-    let mut model = EfficientNet::trainable(&start.plan, &start.tensors, &base_device)?;
-    model.set_bn_momentum(config.bn_momentum);
+    let mut model = new_model(&config, &start, &base_device)?;
     let mut optimizer = config.optimizer.init(config.weight_decay);
     let mut ema = config
         .ema
@@ -435,21 +498,7 @@ pub fn train(run: &RunDir, begin: Begin, observer: &dyn Observer) -> Result<RunS
         }
     }
     let preprocessing = start.metadata.config.preprocessing;
-    let augment = Augment {
-        scale: (config.min_crop, 1.0),
-        flip: config.flip,
-        rand_augment: config.rand_augment.map(|r| RandAugment { n: r.n, m: r.m }),
-        ..Augment::default()
-    };
-    let loader = TrainLoader::new(
-        data.train.samples.clone(),
-        augment,
-        preprocessing,
-        config.img_size,
-        config.batch,
-        config.seed,
-        config.workers,
-    );
+    let loader = train_loader(&config, &data, preprocessing);
     let schedule = Schedule {
         base_lr: config.lr,
         warmup_epochs: config.warmup_epochs,

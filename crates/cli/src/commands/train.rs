@@ -4,7 +4,7 @@
 
 use crate::model_args::{base_config, ScalingArgs};
 use crate::output::print_json;
-use crate::plot::plot_training_curves;
+use crate::plot::{plot_lr_find, plot_training_curves};
 use crate::run_args::RunArgs;
 use crate::weights_args::fetch_weights;
 use anyhow::{bail, Context, Result};
@@ -12,11 +12,13 @@ use clap::Args;
 use effnet_arch::scaling::compound;
 use effnet_train::config::{RandAugmentConfig, Recipe, TrainConfig};
 use effnet_train::evaluate::Evaluation;
+use effnet_train::lr_find::{find_lr, LrFinding, RangeTest};
 use effnet_train::optim::OptimizerKind;
 use effnet_train::run::{EpochRecord, RunState};
 use effnet_train::schedule::Decay;
 use effnet_train::trainer::{Accelerator, Begin, Observer, StepProgress};
 use effnet_train::{train, RunDir};
+use effnet_weights::atomic::write_atomically;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -51,9 +53,17 @@ pub struct TrainArgs {
     /// Optimizer: rmsprop (TF-style), adamw or sgd.
     #[arg(long)]
     optimizer: Option<String>,
-    /// Peak learning rate (default: the recipe's, scaled to the batch).
+    /// Peak learning rate, or `auto` for the range test's suggestion (see --find-lr; default: the
+    /// recipe's, scaled to the batch).
     #[arg(long)]
-    lr: Option<f64>,
+    lr: Option<String>,
+    /// Only run the learning-rate range test: the loss against an exponentially growing rate, plotted to
+    /// OUT/lr_find.png and listed in OUT/lr_find.json, and the suggested rate printed.
+    #[arg(long, conflicts_with_all = ["resume", "lr"])]
+    find_lr: bool,
+    /// Steps of the range test (one rate each, from 1e-7 to 10).
+    #[arg(long, default_value_t = 100)]
+    find_lr_steps: usize,
     /// Warmup epochs.
     #[arg(long)]
     warmup_epochs: Option<f64>,
@@ -196,8 +206,13 @@ impl TrainArgs {
                 format!("unknown optimizer `{name}`: use rmsprop, adamw or sgd")
             })?;
         }
-        if let Some(lr) = self.lr {
-            config.lr = lr;
+        match self.lr.as_deref() {
+            None | Some("auto") => {}
+            Some(text) => {
+                config.lr = text
+                    .parse()
+                    .with_context(|| format!("--lr takes a number or `auto`, got `{text}`"))?;
+            }
         }
         if let Some(w) = self.warmup_epochs {
             config.warmup_epochs = w;
@@ -312,6 +327,46 @@ impl Observer for Progress {
     }
 }
 
+/// Runs the learning-rate range test of `config`, with a progress bar, and writes `lr_find.png` and
+/// `lr_find.json` into `folder` (created if missing).
+fn range_test(config: &TrainConfig, steps: usize, folder: &Path, json: bool) -> Result<LrFinding> {
+    std::fs::create_dir_all(folder)
+        .with_context(|| format!("{}: cannot create the folder", folder.display()))?;
+    let test = RangeTest {
+        steps,
+        ..RangeTest::default()
+    };
+    let bar = ProgressBar::new(steps as u64);
+    if json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        ProgressStyle::with_template("range test {bar:30} {pos}/{len} {msg} [{elapsed_precise}]")
+            .expect("a valid template"),
+    );
+    let finding = find_lr(config, &test, &mut |p| {
+        bar.inc(1);
+        bar.set_message(format!("lr {:.1e} loss {:.4}", p.lr, p.smoothed));
+    })?;
+    bar.finish_and_clear();
+    plot_lr_find(&folder.join("lr_find.png"), &finding)?;
+    write_atomically(
+        &folder.join("lr_find.json"),
+        &serde_json::to_vec_pretty(&finding)?,
+    )?;
+    if !json {
+        println!(
+            "range test: {} steps{}; smoothed loss lowest at lr {:.2e}; suggested lr {:.2e} (the middle of the longest descent); plot: {}",
+            finding.points.len(),
+            if finding.diverged { " (stopped: the loss blew up)" } else { "" },
+            finding.minimum,
+            finding.suggested,
+            folder.join("lr_find.png").display()
+        );
+    }
+    Ok(finding)
+}
+
 /// Runs `effnet train`.
 pub fn run(args: &TrainArgs, json: bool) -> Result<()> {
     let (folder, resume) = args.run.folder()?;
@@ -321,7 +376,15 @@ pub fn run(args: &TrainArgs, json: bool) -> Result<()> {
             epochs: args.epochs,
         }
     } else {
-        Begin::New(Box::new(args.config()?))
+        let mut config = args.config()?;
+        if args.find_lr || args.lr.as_deref() == Some("auto") {
+            let finding = range_test(&config, args.find_lr_steps, &run_dir.root, json)?;
+            if args.find_lr {
+                return if json { print_json(&finding) } else { Ok(()) };
+            }
+            config.lr = finding.suggested;
+        }
+        Begin::New(Box::new(config))
     };
     let progress = Progress {
         bar: Mutex::new(None),

@@ -1,0 +1,279 @@
+//! The learning-rate range test (Smith 2017, "Cyclical learning rates for training neural networks",
+//! section 3.3; fastai's `lr_find`): a short run from the run's own starting weights in which the rate
+//! grows exponentially from a tiny value, one step per rate, recording the loss. The loss first stays flat
+//! (too small a rate to learn), then falls, then blows up; a good peak rate lies where it falls fastest,
+//! well before the minimum.
+//!
+//! The suggestion is fastai's default, `valley` (see [`suggest`]). The run stops early once the smoothed
+//! loss exceeds four times its minimum, as fastai does.
+
+use crate::config::TrainConfig;
+use crate::error::{Result, TrainError};
+use crate::trainer::{prepare, train_step, Prepared};
+use serde::Serialize;
+
+/// The rates tried.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RangeTest {
+    /// The first rate.
+    pub start: f64,
+    /// The last rate.
+    pub end: f64,
+    /// Optimizer steps (one rate each).
+    pub steps: usize,
+}
+
+impl Default for RangeTest {
+    /// fastai's defaults: 1e-7 to 10 in 100 steps.
+    fn default() -> Self {
+        Self {
+            start: 1e-7,
+            end: 10.0,
+            steps: 100,
+        }
+    }
+}
+
+impl RangeTest {
+    /// The rate of step `i`: `start * (end / start)^(i / (steps - 1))`.
+    pub fn lr(&self, i: usize) -> f64 {
+        let t = i as f64 / (self.steps.max(2) - 1) as f64;
+        self.start * (self.end / self.start).powf(t)
+    }
+}
+
+/// One step of the test.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LrPoint {
+    /// The rate of the step.
+    pub lr: f64,
+    /// The batch's loss.
+    pub loss: f64,
+    /// The loss smoothed over the steps so far (exponential average, bias-corrected).
+    pub smoothed: f64,
+}
+
+/// The outcome of a range test.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LrFinding {
+    /// Every step taken.
+    pub points: Vec<LrPoint>,
+    /// The suggested peak rate.
+    pub suggested: f64,
+    /// The rate at the smoothed loss's minimum.
+    pub minimum: f64,
+    /// Whether the test stopped early because the loss blew up.
+    pub diverged: bool,
+}
+
+/// Smoothing of fastai's recorder: `avg = 0.98 * avg + 0.02 * loss`, divided by `1 - 0.98^(i + 1)`.
+const SMOOTHING: f64 = 0.98;
+
+/// The smoothed losses of `losses`.
+fn smoothed(losses: &[f64]) -> Vec<f64> {
+    let mut average = 0.0;
+    losses
+        .iter()
+        .enumerate()
+        .map(|(i, &loss)| {
+            average = SMOOTHING * average + (1.0 - SMOOTHING) * loss;
+            average / (1.0 - SMOOTHING.powi(i as i32 + 1))
+        })
+        .collect()
+}
+
+/// The suggested rate and the rate at the smoothed minimum, from `points`, with fastai's `valley` rule:
+/// leaving out the first tenth of the steps (the smoothing's start) and the last five (the blow-up), find
+/// the longest valley, the longest run of steps whose smoothed losses keep falling (a longest decreasing
+/// subsequence), and take the step half-way through its middle third. A rate there is still on the
+/// descent, clear of both the flat start and the minimum's edge.
+pub fn suggest(points: &[LrPoint]) -> (f64, f64) {
+    let kept = &points[(points.len() / 10).min(points.len())
+        ..points.len().saturating_sub(5).max(points.len() / 10)];
+    let kept = if kept.len() < 2 { points } else { kept };
+    let best = (0..kept.len())
+        .min_by(|&a, &b| kept[a].smoothed.total_cmp(&kept[b].smoothed))
+        .unwrap_or(0);
+    let minimum = kept.get(best).map_or(0.0, |p| p.lr);
+    let n = kept.len();
+    let mut run = vec![1usize; n];
+    let (mut start, mut end) = (0, 0);
+    for i in 1..n {
+        for j in 0..i {
+            if kept[i].smoothed < kept[j].smoothed && run[i] < run[j] + 1 {
+                run[i] = run[j] + 1;
+            }
+            if run[end] < run[i] {
+                end = i;
+                start = end + 1 - run[end];
+            }
+        }
+    }
+    if end == start {
+        return (minimum / 10.0, minimum);
+    }
+    let third = (end - start) as f64 / 3.0;
+    let index = start + third as usize + (third / 2.0) as usize;
+    (kept[index.min(n - 1)].lr, minimum)
+}
+
+/// Ends a range test's pass over an epoch's batches: all the steps were taken, or the loss blew up.
+struct Stop;
+
+/// Runs the range test on `config`'s data, network and optimizer (its own rate and schedule are
+/// ignored), calling `each` after every step.
+pub fn find_lr(
+    config: &TrainConfig,
+    test: &RangeTest,
+    each: &mut dyn FnMut(&LrPoint),
+) -> Result<LrFinding> {
+    if !(test.start > 0.0 && test.end > test.start && test.steps >= 2) {
+        return Err(TrainError::Options(format!(
+            "the range test needs 0 < start < end and at least 2 steps, got {} to {} in {}",
+            test.start, test.end, test.steps
+        )));
+    }
+    let Prepared {
+        mut model,
+        mut optimizer,
+        loader,
+        device,
+        ..
+    } = prepare(config)?;
+    let (mut losses, mut points, mut diverged) = (Vec::new(), Vec::new(), false);
+    let mut epoch = 1;
+    let on_skip = |_: &std::path::PathBuf, _: &str| {};
+    while points.len() < test.steps && !diverged {
+        let mut current = Some(model);
+        // An `Err(Stop)` only ends the pass early.
+        let _ = loader.for_each_batch(epoch, &on_skip, |batch| -> std::result::Result<(), Stop> {
+            let lr = test.lr(points.len());
+            let (m, loss, _) = train_step(
+                current
+                    .take()
+                    .expect("the model is put back after every step"),
+                &mut optimizer,
+                batch,
+                lr,
+                config.label_smoothing,
+                &device,
+            );
+            current = Some(m);
+            losses.push(if loss.is_finite() {
+                loss
+            } else {
+                f64::INFINITY
+            });
+            let smooth = *smoothed(&losses).last().expect("one loss at least");
+            let point = LrPoint {
+                lr,
+                loss,
+                smoothed: smooth,
+            };
+            each(&point);
+            points.push(point);
+            let least = points
+                .iter()
+                .map(|p| p.smoothed)
+                .fold(f64::INFINITY, f64::min);
+            if !smooth.is_finite() || smooth > 4.0 * least {
+                diverged = true;
+                return Err(Stop);
+            }
+            if points.len() >= test.steps {
+                return Err(Stop);
+            }
+            Ok(())
+        });
+        model = current.expect("the model is put back after every step");
+        epoch += 1;
+    }
+    let (suggested, minimum) = suggest(&points);
+    Ok(LrFinding {
+        points,
+        suggested,
+        minimum,
+        diverged,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_grow_geometrically_from_start_to_end() {
+        let t = RangeTest {
+            start: 1e-4,
+            end: 1.0,
+            steps: 5,
+        };
+        let rates: Vec<f64> = (0..5).map(|i| t.lr(i)).collect();
+        for (got, want) in rates.iter().zip([1e-4, 1e-3, 1e-2, 1e-1, 1.0]) {
+            assert!((got / want - 1.0).abs() < 1e-12, "{got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn smoothing_is_bias_corrected() {
+        // A constant loss stays constant from the first step on.
+        assert!(smoothed(&[2.0; 5]).iter().all(|v| (v - 2.0).abs() < 1e-12));
+        let s = smoothed(&[1.0, 3.0]);
+        assert!((s[1] - (0.98 * 0.02 + 0.02 * 3.0) / (1.0 - 0.98f64.powi(2))).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_suggestion_lies_in_the_longest_valley() {
+        // 30 steps, 1e-6 up by a factor 10^0.2 each: flat for 10, falling for 15, then blowing up.
+        let losses: Vec<f64> = (0..30)
+            .map(|i| match i {
+                0..=9 => 2.3,
+                10..=24 => 2.3 - 0.1 * (i - 9) as f64,
+                _ => 0.8 + (i - 24) as f64,
+            })
+            .collect();
+        let points: Vec<LrPoint> = losses
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| LrPoint {
+                lr: 1e-6 * 10f64.powf(0.2 * i as f64),
+                loss: l,
+                smoothed: l,
+            })
+            .collect();
+        let (suggested, minimum) = suggest(&points);
+        // Kept: steps 3..25. The valley runs from step 9 (the last flat one) to 24 (the minimum):
+        // 15 steps, a third is 5, so step 9 + 5 + 2 = 16.
+        assert!((minimum / points[24].lr - 1.0).abs() < 1e-12, "{minimum}");
+        assert!(
+            (suggested / points[16].lr - 1.0).abs() < 1e-12,
+            "{suggested}"
+        );
+        // No fall at all: a tenth of the minimum's rate.
+        let flat: Vec<LrPoint> = points[..3]
+            .iter()
+            .map(|p| LrPoint {
+                smoothed: 1.0,
+                ..*p
+            })
+            .collect();
+        let (suggested, minimum) = suggest(&flat);
+        assert!((suggested / (minimum / 10.0) - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn bad_ranges_are_refused() {
+        let config = TrainConfig::recipe(crate::Recipe::Official, "x".into(), 1, 8, 32);
+        let err = find_lr(
+            &config,
+            &RangeTest {
+                start: 1.0,
+                end: 0.1,
+                steps: 10,
+            },
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("0 < start < end"), "{err}");
+    }
+}
