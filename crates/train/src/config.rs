@@ -18,6 +18,9 @@ pub enum Recipe {
     /// the square root of the batch), one warmup epoch, cosine to zero, weight decay 0.01, label smoothing
     /// 0.1, no EMA.
     Finetune,
+    /// The official recipe with the settings that depend on the data and the run's length chosen for
+    /// them (see [`crate::auto`]): the default from scratch.
+    Auto,
 }
 
 /// RandAugment's `(n, m)`.
@@ -99,7 +102,7 @@ impl TrainConfig {
     ) -> Self {
         let per_256 = batch as f64 / 256.0;
         let (optimizer, lr, warmup, decay, weight_decay, ema) = match recipe {
-            Recipe::Official => (
+            Recipe::Official | Recipe::Auto => (
                 OptimizerKind::Rmsprop,
                 0.016 * per_256,
                 5.0,

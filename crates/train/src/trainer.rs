@@ -420,6 +420,13 @@ pub struct Prepared {
     pub device: Device,
 }
 
+/// Checks `config`'s options and that its device is available: what a run checks before it reads any
+/// image.
+pub fn check_options(config: &TrainConfig) -> Result<()> {
+    validate(config)?;
+    config.accelerator.device().map(drop)
+}
+
 /// Sets up a new run of `config` without a run folder (the learning-rate range test's start).
 pub fn prepare(config: &TrainConfig) -> Result<Prepared> {
     validate(config)?;

@@ -10,13 +10,14 @@ use crate::weights_args::fetch_weights;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use effnet_arch::scaling::compound;
+use effnet_train::auto::{auto_settings, median_short_side, Choice, DataFacts};
 use effnet_train::config::{RandAugmentConfig, Recipe, TrainConfig};
 use effnet_train::evaluate::Evaluation;
 use effnet_train::lr_find::{find_lr, LrFinding, RangeTest};
 use effnet_train::optim::OptimizerKind;
 use effnet_train::run::{EpochRecord, RunState};
 use effnet_train::schedule::Decay;
-use effnet_train::trainer::{Accelerator, Begin, Observer, StepProgress};
+use effnet_train::trainer::{check_options, Accelerator, Begin, Datasets, Observer, StepProgress};
 use effnet_train::{train, RunDir};
 use effnet_weights::atomic::write_atomically;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -47,7 +48,9 @@ pub struct TrainArgs {
     /// Training and evaluation resolution (default: the network's).
     #[arg(long)]
     img_size: Option<u32>,
-    /// Defaults to start from: official (from scratch) or finetune (with --weights).
+    /// Defaults to start from: auto (from scratch: the official recipe with crop, batch-norm momentum,
+    /// EMA and RandAugment chosen for the images and the run's length, each printed with its reason),
+    /// official, or finetune (with --weights).
     #[arg(long)]
     recipe: Option<String>,
     /// Optimizer: rmsprop (TF-style), adamw or sgd.
@@ -94,9 +97,10 @@ pub struct TrainArgs {
     /// RandAugment as N,M (ops per image, magnitude 0-10), e.g. 2,9.
     #[arg(long)]
     rand_augment: Option<String>,
-    /// Smallest crop area of the random-resized crop (fraction of the image).
-    #[arg(long, default_value_t = 0.08)]
-    min_crop: f64,
+    /// Smallest crop area of the random-resized crop (fraction of the image; default 0.08, or chosen by
+    /// --recipe auto).
+    #[arg(long)]
+    min_crop: Option<f64>,
     /// No horizontal flips.
     #[arg(long)]
     no_flip: bool,
@@ -159,14 +163,16 @@ impl TrainArgs {
         }))
     }
 
-    fn config(&self) -> Result<TrainConfig> {
+    /// The run's settings, and for `--recipe auto` the choices that no flag overrode.
+    fn config(&self) -> Result<(TrainConfig, Vec<Choice>)> {
         let data = self.run.data()?;
         let recipe = match self.recipe.as_deref() {
             Some("official") => Recipe::Official,
             Some("finetune") => Recipe::Finetune,
-            Some(other) => bail!("unknown recipe `{other}`: use official or finetune"),
+            Some("auto") => Recipe::Auto,
+            Some(other) => bail!("unknown recipe `{other}`: use auto, official or finetune"),
             None if self.weights.is_some() => Recipe::Finetune,
-            None => Recipe::Official,
+            None => Recipe::Auto,
         };
         let mut network = self.network()?;
         // A name (hub, torchvision, timm folder) is resolved once, here: the run records the file, and the
@@ -242,17 +248,62 @@ impl TrainArgs {
         if config.freeze_epochs > 0 && config.weights.is_none() {
             bail!("freezing the backbone needs pretrained --weights");
         }
-        config.rand_augment = self
-            .rand_augment
-            .as_deref()
-            .map(parse_rand_augment)
-            .transpose()?;
-        config.min_crop = self.min_crop;
+        if let Some(text) = self.rand_augment.as_deref() {
+            config.rand_augment = Some(parse_rand_augment(text)?);
+        }
+        if let Some(min_crop) = self.min_crop {
+            config.min_crop = min_crop;
+        }
         config.flip = if self.no_flip { 0.0 } else { 0.5 };
         config.workers = rayon::current_num_threads();
         config.accelerator = Accelerator::from_name(&self.device)
             .with_context(|| format!("unknown device `{}`: use cpu or wgpu", self.device))?;
-        Ok(config)
+        let choices = if recipe == Recipe::Auto {
+            self.auto_recipe(&mut config)?
+        } else {
+            Vec::new()
+        };
+        Ok((config, choices))
+    }
+
+    /// Applies `--recipe auto`'s choices for the training images to the settings of `config` that no flag
+    /// gave, returning those choices. The options are checked first, as a run checks them before it reads
+    /// the images.
+    fn auto_recipe(&self, config: &mut TrainConfig) -> Result<Vec<Choice>> {
+        check_options(config)?;
+        let data = Datasets::open(config)?;
+        let facts = DataFacts {
+            img_size: config.img_size,
+            source_side: median_short_side(&data.train.samples, 256),
+            train_images: data.train.samples.len(),
+            epochs: config.epochs,
+            batch: config.batch,
+        };
+        let (settings, choices) = auto_settings(&facts);
+        let overridden = |flag: &str| match flag {
+            "--min-crop" => self.min_crop.is_some(),
+            "--bn-momentum" => self.bn_momentum.is_some(),
+            "--ema / --no-ema" => self.ema.is_some() || self.no_ema,
+            "--rand-augment" => self.rand_augment.is_some(),
+            "--no-flip" => self.no_flip,
+            _ => false,
+        };
+        if !overridden("--min-crop") {
+            config.min_crop = settings.min_crop;
+        }
+        if !overridden("--bn-momentum") {
+            config.bn_momentum = settings.bn_momentum;
+        }
+        if !overridden("--ema / --no-ema") {
+            config.ema = settings.ema;
+        }
+        if !overridden("--rand-augment") {
+            config.rand_augment = settings.rand_augment.map(|m| RandAugmentConfig { n: 2, m });
+        }
+        Ok(choices
+            .into_iter()
+            .filter(|c| !overridden(c.flag))
+            .collect())
     }
 }
 
@@ -376,7 +427,13 @@ pub fn run(args: &TrainArgs, json: bool) -> Result<()> {
             epochs: args.epochs,
         }
     } else {
-        let mut config = args.config()?;
+        let (mut config, choices) = args.config()?;
+        if !json && !choices.is_empty() {
+            println!("recipe auto (any flag overrides these):");
+            for c in &choices {
+                println!("  {} {} ({}): {}", c.setting, c.value, c.flag, c.reason);
+            }
+        }
         if args.find_lr || args.lr.as_deref() == Some("auto") {
             let finding = range_test(&config, args.find_lr_steps, &run_dir.root, json)?;
             if args.find_lr {
