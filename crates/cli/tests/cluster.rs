@@ -12,45 +12,26 @@
 
 mod common;
 
-use common::{effnet, json, root, scratch, textures};
+use common::{effnet, effnet_with, json, root, scratch, textures, tiny_search_args, TinyGrid};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BASE: &str =
-    "r1_k3_s11_e1_i32_o16_se0.25,r2_k3_s22_e6_i16_o24_se0.25,r2_k5_s22_e6_i24_o40_se0.25";
 const EPOCHS: usize = 3;
 /// The controls (base, depth, width, resolution) and the 0.5-grid points within 0.3 of 2.
 const CANDIDATES: usize = 7;
 
 /// Runs the tiny search on `train`/`val` into `out`, with `extra` options.
 fn search(train: &Path, val: &Path, out: &Path, extra: &[&str]) -> Output {
-    let epochs = EPOCHS.to_string();
-    let mut args = vec![
-        "search",
-        "--json",
-        "--data",
-        train.to_str().unwrap(),
-        "--val",
-        val.to_str().unwrap(),
-        "--base",
-        BASE,
-        "--img-size",
-        "32",
-        "--epochs",
-        &epochs,
-        "--batch",
-        "16",
-        "--grid",
-        "0.5",
-        "--tolerance",
-        "0.3",
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend(extra);
-    effnet(&args)
+    let grid = TinyGrid {
+        grid: "0.5",
+        tolerance: "0.3",
+        epochs: &EPOCHS.to_string(),
+    };
+    let mut args = tiny_search_args(train, val, out, &grid);
+    args.extend(extra.iter().map(|a| a.to_string()));
+    effnet_with(&args)
 }
 
 /// The JSON the tiny search printed, which must have succeeded.

@@ -3,15 +3,19 @@
 
 mod common;
 
-use common::{effnet, json, scratch, textures};
+use common::{effnet, effnet_with, json, scratch, textures, tiny_search_args, TinyGrid};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-const BASE: &str =
-    "r1_k3_s11_e1_i32_o16_se0.25,r2_k3_s22_e6_i16_o24_se0.25,r2_k5_s22_e6_i24_o40_se0.25";
+/// The 0.2-grid points within 0.05 of 2, one epoch each.
+const GRID: TinyGrid = TinyGrid {
+    grid: "0.2",
+    tolerance: "0.05",
+    epochs: "1",
+};
 
 fn finished(results: &Path) -> Vec<String> {
     std::fs::read_to_string(results)
@@ -40,33 +44,60 @@ fn state_times(run: &Path, ids: &[String]) -> BTreeMap<String, SystemTime> {
         .collect()
 }
 
+fn run_config(run: &Path, id: &str) -> Value {
+    let text =
+        std::fs::read_to_string(run.join("candidates").join(id).join("config.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn the_fixed_regularisation_trains_every_candidate_with_the_official_recipe() {
+    let dir = scratch("search-fixed");
+    let (train, val) = textures(&dir);
+    let run = dir.join("search");
+    let mut args = tiny_search_args(&train, &val, &run, &GRID);
+    args.extend(["--plan-only", "--regularisation", "fixed"].map(String::from));
+    let plans = json(&effnet_with(&args));
+    let id = plans[0]["id"].as_str().unwrap();
+    let trained = effnet(&["search", "--out", run.to_str().unwrap(), "--candidate", "0"]);
+    assert!(
+        trained.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trained.stderr)
+    );
+    let config = run_config(&run, id);
+    assert_eq!(config["recipe"], "official", "{config}");
+    // The official crop and weight average, with the search's batch-norm momentum.
+    assert_eq!(
+        (&config["min_crop"], &config["bn_momentum"], &config["ema"]),
+        (&Value::from(0.08), &Value::from(0.9), &Value::from(0.9999)),
+        "{config}"
+    );
+    assert_eq!(config["dropout"], Value::Null, "{config}");
+    let bad = effnet(&[
+        "search",
+        "--regularisation",
+        "strong",
+        "--data",
+        train.to_str().unwrap(),
+        "--out",
+        dir.join("bad").to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success());
+    assert!(
+        stderr.contains("unknown regularisation `strong`"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn a_tiny_search_runs_resumes_and_feeds_fit() {
     let dir = scratch("search");
     let (train, val) = textures(&dir);
     let run = dir.join("search");
-    let args = [
-        "search",
-        "--json",
-        "--data",
-        train.to_str().unwrap(),
-        "--val",
-        val.to_str().unwrap(),
-        "--base",
-        BASE,
-        "--img-size",
-        "32",
-        "--epochs",
-        "1",
-        "--batch",
-        "16",
-        "--grid",
-        "0.2",
-        "--tolerance",
-        "0.05",
-        "--out",
-        run.to_str().unwrap(),
-    ];
+    let args = tiny_search_args(&train, &val, &run, &GRID);
 
     // Interrupted once two candidates are recorded.
     let mut child = Command::new(env!("CARGO_BIN_EXE_effnet"))
@@ -126,6 +157,19 @@ fn a_tiny_search_runs_resumes_and_feeds_fit() {
     }
     // Finished candidates were not retrained.
     assert_eq!(state_times(&run, &before), times);
+    // By default each candidate is regularised for its own size and run (`train --recipe auto`): below
+    // 128 px the largest crop and V2's weakest dropout; 19 steps settle batch norm fastest, too few for
+    // a weight average.
+    for c in candidates {
+        let config = run_config(&run, c["id"].as_str().unwrap());
+        assert_eq!(config["recipe"], "auto", "{config}");
+        assert_eq!(
+            (&config["min_crop"], &config["bn_momentum"], &config["ema"]),
+            (&Value::from(0.7), &Value::from(0.9), &Value::Null),
+            "{config}"
+        );
+        assert_eq!(config["dropout"], 0.1, "{config}");
+    }
     assert!(run.join("results.png").exists());
 
     // Ranked best first, and the winner is the best compound candidate.

@@ -104,6 +104,12 @@ fn scratch_args<'a>(train: &'a str, val: &'a str, out: &'a str) -> Vec<&'a str> 
         "6",
         "--bn-momentum",
         "0.9",
+        "--mixup",
+        "0.2",
+        "--cutmix",
+        "1.0",
+        "--dropout",
+        "0.25",
         "--out",
         out,
     ]
@@ -132,7 +138,8 @@ fn a_small_network_from_scratch_beats_chance_and_a_killed_run_resumes_exactly() 
     let (train, val) = textures(&dir);
     let (train, val) = (train.display().to_string(), val.display().to_string());
 
-    // Uninterrupted: the official recipe on a phi = -4 network (10 blocks, 0.7 width) at 48 pixels.
+    // Uninterrupted: the auto recipe with mixup and CutMix on a phi = -4 network (10 blocks, 0.7 width)
+    // at 48 pixels.
     let whole = dir.join("whole");
     let state = json(&effnet(&scratch_args(
         &train,
@@ -177,8 +184,8 @@ fn a_small_network_from_scratch_beats_chance_and_a_killed_run_resumes_exactly() 
         [1, 2, 3, 4, 5, 6],
         "every epoch once, none lost"
     );
-    // Data order, augmentation, dropout and the optimizer and EMA state all resume: the interrupted run
-    // retraces the uninterrupted one.
+    // Data order, augmentation, mixing, dropout and the optimizer and EMA state all resume: the
+    // interrupted run retraces the uninterrupted one.
     for (a, b) in resumed["records"]
         .as_array()
         .unwrap()
@@ -208,6 +215,16 @@ fn a_small_network_from_scratch_beats_chance_and_a_killed_run_resumes_exactly() 
     assert_eq!(epochs_in_csv(&cut), [1, 2, 3, 4, 5, 6, 7]);
     // Fewer epochs than the run has trained is refused, and its settings are left as they are.
     let config = std::fs::read(cut.join("config.json")).unwrap();
+    let settings: Value = serde_json::from_slice(&config).unwrap();
+    assert_eq!(
+        (
+            &settings["mixing"]["mixup"],
+            &settings["mixing"]["cutmix"],
+            &settings["dropout"]
+        ),
+        (&Value::from(0.2), &Value::from(1.0), &Value::from(0.25)),
+        "{settings}"
+    );
     let o = effnet(&["train", "--resume", cut.to_str().unwrap(), "--epochs", "2"]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--epochs 2 is fewer than the 7 epochs"));
@@ -265,6 +282,23 @@ fn bad_training_input_gets_one_clear_message() {
 
     let e = fail(&["train", "--data", data.to_str().unwrap()]);
     assert!(e.contains("--out"), "{e}");
+
+    // Regularisation out of range is refused before the images are read.
+    for (flag, value, message) in [
+        ("--dropout", "1", "--dropout must be in [0, 1)"),
+        ("--drop-path", "1.5", "--drop-path must be in [0, 1)"),
+        ("--mixup", "0", "--mixup and --cutmix take a positive alpha"),
+        (
+            "--cutmix",
+            "nan",
+            "--mixup and --cutmix take a positive alpha",
+        ),
+    ] {
+        let mut bad = base.to_vec();
+        bad.extend([flag, value]);
+        let e = fail(&bad);
+        assert!(e.contains(message), "{flag} {value}: {e}");
+    }
 
     #[cfg(not(feature = "wgpu"))]
     {
@@ -338,11 +372,31 @@ fn the_range_test_plots_its_rates_and_lr_auto_trains_with_its_suggestion() {
     assert!(rates
         .windows(2)
         .all(|w| (w[1] / w[0] / factor - 1.0).abs() < 1e-9));
+    // With RMSProp the suggestion is a rate tried, with the lowest smoothed loss away from the first
+    // tenth and the last five steps.
+    assert_eq!(finding["rule"], "minimum");
     let suggested = finding["suggested"].as_f64().unwrap();
+    let at = rates
+        .iter()
+        .position(|&r| r == suggested)
+        .expect("a rate tried");
+    let smoothed: Vec<f64> = points
+        .iter()
+        .map(|p| p["smoothed"].as_f64().unwrap())
+        .collect();
+    let middle = points.len() / 10..points.len().saturating_sub(5);
+    assert!(middle.contains(&at), "{finding}");
     assert!(
-        rates.contains(&suggested) || rates.contains(&(suggested * 10.0)),
+        smoothed[middle].iter().all(|&l| l >= smoothed[at]),
         "{finding}"
     );
+    // With AdamW (the fine-tuning optimizer), fastai's valley.
+    let adamw = dir.join("adamw");
+    let mut args = scratch_args(train, val, adamw.to_str().unwrap());
+    args.extend(["--find-lr", "--find-lr-steps", "30", "--optimizer", "adamw"]);
+    let valley = json(&effnet(&args));
+    assert_eq!(valley["rule"], "valley", "{valley}");
+    assert!(valley["suggested"].as_f64().unwrap() > 0.0, "{valley}");
     assert!(found.join("lr_find.png").exists());
     assert!(
         !found.join("config.json").exists(),

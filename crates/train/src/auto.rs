@@ -5,6 +5,8 @@
 //!
 //! The choices are a pure function of [`DataFacts`], so they can be tested at their edges.
 
+use crate::config::{RandAugmentConfig, TrainConfig};
+use crate::trainer::Datasets;
 use effnet_data::Sample;
 use serde::Serialize;
 
@@ -21,6 +23,14 @@ pub struct DataFacts {
     pub epochs: usize,
     /// Images per step.
     pub batch: usize,
+    /// Classes.
+    pub classes: usize,
+    /// The network's own dropout before the classifier.
+    pub dropout: f64,
+    /// The network's own drop-path rate.
+    pub drop_path: f64,
+    /// The network's own resolution.
+    pub resolution: u32,
 }
 
 /// The settings chosen.
@@ -34,6 +44,10 @@ pub struct AutoSettings {
     pub ema: Option<f64>,
     /// RandAugment's magnitude with 2 ops per image, or none.
     pub rand_augment: Option<f64>,
+    /// Dropout before the classifier.
+    pub dropout: f64,
+    /// Mixup's alpha, or none.
+    pub mixup: Option<f64>,
 }
 
 /// One choice and why.
@@ -53,10 +67,27 @@ pub struct Choice {
 const IMAGENET_MIN_CROP: f64 = 0.08;
 /// The smallest crop never keeps more than this (some scale augmentation always remains).
 const MOST_MIN_CROP: f64 = 0.7;
+/// The batch-norm statistics average over at most `1 / BN_WINDOWS_PER_RUN` of the run: a tenth was
+/// measurably too slow on the recipe benchmark's digits (`docs/recipes.md`).
+const BN_WINDOWS_PER_RUN: f64 = 100.0;
 /// Runs at least this many steps keep a moving average of the weights.
 const EMA_STEPS: usize = 1000;
-/// RandAugment starts at this effective size, with V2's magnitude 5, growing to 15 at 300 px.
+/// RandAugment starts at this effective size, with V2's magnitude 5, growing by 10 per 172 px (V2's 5 to
+/// 15 from 128 to 300 px) up to effnet's largest magnitude, 10.
 const RAND_AUGMENT_FROM: u32 = 128;
+/// EfficientNetV2's progressive learning starts from this size with its weakest regularisation.
+const SMALLEST_SIZE: u32 = 128;
+/// Dropout at the smallest size (V2's start).
+const SMALLEST_DROPOUT: f64 = 0.1;
+/// The network's own dropout is reached at its resolution, and never below ImageNet's 224 px: a network
+/// scaled down for small images still gets the weak regularisation small images need.
+const FULL_DROPOUT_FROM: u32 = 224;
+/// Mixup needs images at least this large ...
+const MIXUP_FROM_SIZE: u32 = 256;
+/// ... and this many images per class (V2 mixes only its larger networks on ImageNet-sized data).
+const MIXUP_FROM_IMAGES_PER_CLASS: usize = 500;
+/// Mixup's alpha when on (V2-M's).
+const MIXUP_ALPHA: f64 = 0.2;
 
 /// The resolution the images really have: the training size, or the images' own when they are smaller
 /// (upscaling adds no detail to crop into).
@@ -80,14 +111,18 @@ pub fn auto_settings(facts: &DataFacts) -> (AutoSettings, Vec<Choice>) {
     let ratio = 224.0 / f64::from(size);
     let min_crop = (IMAGENET_MIN_CROP * ratio.powf(1.5)).clamp(IMAGENET_MIN_CROP, MOST_MIN_CROP);
     let min_crop = (min_crop * 100.0).round() / 100.0;
-    // The running statistics average over about 1 / (1 - m) steps: a tenth of the run, between TF's 0.99
-    // and 0.9.
-    let bn_momentum = (1.0 - 10.0 / steps.max(1) as f64).clamp(0.9, 0.99);
+    // The running statistics average over about 1 / (1 - m) steps: at most a hundredth of the run,
+    // between PyTorch's 0.9 (in TF's convention) and TF's 0.99, which needs 10,000 steps.
+    let bn_momentum = (1.0 - BN_WINDOWS_PER_RUN / steps.max(1) as f64).clamp(0.9, 0.99);
     let bn_momentum = (bn_momentum * 1000.0).round() / 1000.0;
     let ema = (steps >= EMA_STEPS).then_some(0.9999);
     let rand_augment = (size >= RAND_AUGMENT_FROM)
-        .then(|| (5.0 + 10.0 * f64::from(size - RAND_AUGMENT_FROM) / 172.0).min(15.0))
+        .then(|| (5.0 + 10.0 * f64::from(size - RAND_AUGMENT_FROM) / 172.0).min(10.0))
         .map(|m| m.round());
+    let dropout = dropout_for(size, facts);
+    let per_class = facts.train_images / facts.classes.max(1);
+    let mixup = (size >= MIXUP_FROM_SIZE && per_class >= MIXUP_FROM_IMAGES_PER_CLASS)
+        .then_some(MIXUP_ALPHA);
     let source = match facts.source_side {
         Some(side) if side < facts.img_size => {
             format!("the images are {side} px, smaller than the training size")
@@ -109,7 +144,7 @@ pub fn auto_settings(facts: &DataFacts) -> (AutoSettings, Vec<Choice>) {
             flag: "--bn-momentum",
             value: format!("{bn_momentum}"),
             reason: format!(
-                "{steps} optimizer steps: batch-norm statistics average over about {:.0} steps, at most a tenth of the run",
+                "{steps} optimizer steps: batch-norm statistics average over about {:.0} steps, at most a hundredth of the run",
                 1.0 / (1.0 - bn_momentum)
             ),
         },
@@ -137,6 +172,36 @@ pub fn auto_settings(facts: &DataFacts) -> (AutoSettings, Vec<Choice>) {
             },
         },
         Choice {
+            setting: "dropout",
+            flag: "--dropout",
+            value: format!("{dropout}"),
+            reason: format!(
+                "{size} px: EfficientNetV2 grows dropout from {SMALLEST_DROPOUT} at {SMALLEST_SIZE} px to the network's own ({}) at {} px",
+                facts.dropout,
+                facts.resolution.max(FULL_DROPOUT_FROM)
+            ),
+        },
+        Choice {
+            setting: "drop-path",
+            flag: "--drop-path",
+            value: format!("{}", facts.drop_path),
+            reason: "the network's own: EfficientNetV2 keeps it whatever the size".into(),
+        },
+        Choice {
+            setting: "mixup",
+            flag: "--mixup",
+            value: mixup.map_or("off".into(), |a| format!("{a}")),
+            reason: format!(
+                "{size} px, {per_class} images per class: mixup from {MIXUP_FROM_SIZE} px with {MIXUP_FROM_IMAGES_PER_CLASS} images per class, as EfficientNetV2 mixes only its larger networks on ImageNet"
+            ),
+        },
+        Choice {
+            setting: "CutMix",
+            flag: "--cutmix",
+            value: "off".into(),
+            reason: "neither the official nor EfficientNetV2's recipe uses it".into(),
+        },
+        Choice {
             setting: "horizontal flips",
             flag: "--no-flip",
             value: "on".into(),
@@ -149,9 +214,66 @@ pub fn auto_settings(facts: &DataFacts) -> (AutoSettings, Vec<Choice>) {
             bn_momentum,
             ema,
             rand_augment,
+            dropout,
+            mixup,
         },
         choices,
     )
+}
+
+/// Dropout at the effective `size`: [`SMALLEST_DROPOUT`] (or the network's own if less) up to
+/// [`SMALLEST_SIZE`], the network's own from its resolution (or from [`FULL_DROPOUT_FROM`] for a network
+/// made for smaller images), linear between.
+fn dropout_for(size: u32, facts: &DataFacts) -> f64 {
+    let smallest = SMALLEST_DROPOUT.min(facts.dropout);
+    let full_from = facts.resolution.max(FULL_DROPOUT_FROM);
+    let along =
+        f64::from(size.saturating_sub(SMALLEST_SIZE)) / f64::from(full_from - SMALLEST_SIZE);
+    let dropout = smallest + along.min(1.0) * (facts.dropout - smallest);
+    (dropout * 1000.0).round() / 1000.0
+}
+
+/// The facts of `config`'s run on `data` (a network without its own description counts as B0's dropout,
+/// drop-path and the training resolution).
+pub fn facts_of(config: &TrainConfig, data: &Datasets) -> DataFacts {
+    let network = config.network.as_ref();
+    DataFacts {
+        img_size: config.img_size,
+        source_side: median_short_side(&data.train.samples, 256),
+        train_images: data.train.samples.len(),
+        epochs: config.epochs,
+        batch: config.batch,
+        classes: data.train.classes.len(),
+        dropout: network.map_or(0.2, |n| n.dropout),
+        drop_path: network.map_or(0.2, |n| n.drop_path_rate),
+        resolution: network.map_or(config.img_size, |n| n.resolution),
+    }
+}
+
+/// Sets the settings of `config` that `choices` name to `settings`, except those whose flag `given` says
+/// the user gave; returns the choices applied.
+pub fn apply(
+    config: &mut TrainConfig,
+    settings: &AutoSettings,
+    choices: Vec<Choice>,
+    given: &dyn Fn(&str) -> bool,
+) -> Vec<Choice> {
+    let applied: Vec<Choice> = choices.into_iter().filter(|c| !given(c.flag)).collect();
+    for choice in &applied {
+        match choice.flag {
+            "--min-crop" => config.min_crop = settings.min_crop,
+            "--bn-momentum" => config.bn_momentum = settings.bn_momentum,
+            "--ema / --no-ema" => config.ema = settings.ema,
+            "--rand-augment" => {
+                config.rand_augment = settings.rand_augment.map(|m| RandAugmentConfig { n: 2, m });
+            }
+            "--dropout" => config.dropout = Some(settings.dropout),
+            "--mixup" => config.mixing.mixup = settings.mixup,
+            // Drop-path stays the network's, CutMix off and flips on: what the recipe already has.
+            _ => {}
+        }
+    }
+    applied
 }
 
 /// The median short side of (up to `limit` of) `samples`, from their headers; `None` if none can be
@@ -187,6 +309,10 @@ mod tests {
             train_images,
             epochs,
             batch: 32,
+            classes: 10,
+            dropout: 0.2,
+            drop_path: 0.2,
+            resolution: 224,
         }
     }
 
@@ -197,8 +323,61 @@ mod tests {
             (s.min_crop, s.bn_momentum, s.ema),
             (0.08, 0.99, Some(0.9999))
         );
-        // 5 + 10 * (224 - 128) / 172 = 10.6.
-        assert_eq!(s.rand_augment, Some(11.0));
+        // 5 + 10 * (224 - 128) / 172 = 10.6, at most 10.
+        assert_eq!(s.rand_augment, Some(10.0));
+        assert_eq!((s.dropout, s.mixup), (0.2, None));
+    }
+
+    #[test]
+    fn dropout_grows_with_the_size_up_to_the_networks_own() {
+        let at = |size, resolution| {
+            let f = DataFacts {
+                resolution,
+                ..facts(size, None, 5000, 30)
+            };
+            auto_settings(&f).0.dropout
+        };
+        assert_eq!(at(32, 224), 0.1);
+        assert_eq!(at(128, 224), 0.1);
+        // Halfway from 128 to 224 px.
+        assert_eq!(at(176, 224), 0.15);
+        assert_eq!(at(224, 224), 0.2);
+        assert_eq!(at(600, 224), 0.2);
+        // A network made for larger images reaches its own at its resolution (B7's 0.5 at 600 px);
+        // one made for smaller images at 224 px.
+        let b7 = |size| {
+            let f = DataFacts {
+                resolution: 600,
+                dropout: 0.5,
+                ..facts(size, None, 5000, 30)
+            };
+            auto_settings(&f).0.dropout
+        };
+        assert_eq!((b7(128), b7(364), b7(600)), (0.1, 0.3, 0.5));
+        assert_eq!((at(32, 32), at(176, 100), at(224, 100)), (0.1, 0.15, 0.2));
+        // A network whose own dropout is below V2's start keeps its own.
+        let low = DataFacts {
+            dropout: 0.05,
+            ..facts(32, None, 5000, 30)
+        };
+        assert_eq!(auto_settings(&low).0.dropout, 0.05);
+    }
+
+    #[test]
+    fn mixup_only_for_large_images_with_many_per_class() {
+        // 10 classes: 500 per class is 5000 images.
+        let mixup = |size, images| auto_settings(&facts(size, None, images, 30)).0.mixup;
+        assert_eq!(mixup(256, 5000), Some(0.2));
+        assert_eq!(mixup(255, 5000), None);
+        assert_eq!(mixup(256, 4999), None);
+        // The images' own size counts.
+        let (s, choices) = auto_settings(&facts(300, Some(200), 50_000, 30));
+        assert_eq!(s.mixup, None);
+        let mixup = choices.iter().find(|c| c.flag == "--mixup").unwrap();
+        assert!(
+            mixup.reason.starts_with("200 px, 5000 images per class"),
+            "{mixup:?}"
+        );
     }
 
     #[test]
@@ -229,11 +408,18 @@ mod tests {
             "{:?}",
             choices[1]
         );
-        // 44 steps x 15 epochs = 660: 1 - 10/660.
-        assert_eq!(
-            auto_settings(&facts(32, None, 1437, 15)).0.bn_momentum,
-            0.985
-        );
+        // 44 steps x 15 epochs = 660: still 0.9 (1 - 100/660 is less).
+        let momentum = |images, epochs| {
+            auto_settings(&facts(32, None, images, epochs))
+                .0
+                .bn_momentum
+        };
+        assert_eq!(momentum(1437, 15), 0.9);
+        // 1 - 100/steps from 1000 steps: 2000 steps give 0.95, and TF's 0.99 from 10,000.
+        assert_eq!(momentum(3200, 10), 0.9);
+        assert_eq!(momentum(3200, 20), 0.95);
+        assert_eq!(momentum(32_000, 10), 0.99);
+        assert_eq!(momentum(64_000, 10), 0.99);
         // The average starts at 1000 steps.
         assert_eq!(
             auto_settings(&facts(32, None, 3200, 10)).0.ema,
@@ -253,9 +439,13 @@ mod tests {
                 "--bn-momentum",
                 "--ema / --no-ema",
                 "--rand-augment",
+                "--dropout",
+                "--drop-path",
+                "--mixup",
+                "--cutmix",
                 "--no-flip"
             ]
         );
-        assert!(choices[4].reason.contains("orientation"));
+        assert!(choices[8].reason.contains("orientation"));
     }
 }

@@ -3,6 +3,7 @@
 //! the thread count) while the previous batch trains, and keeps decoded images in memory up to a budget.
 //! An unreadable image is reported once and left out; the run goes on.
 
+use crate::mixing::{mix_batch, Mixing};
 use effnet_arch::preprocess::Preprocessing;
 use effnet_data::augment::{augment, Augment};
 use effnet_data::{decode, Sample};
@@ -28,6 +29,9 @@ pub struct Batch {
     pub labels: Vec<usize>,
     /// Side of each image.
     pub size: usize,
+    /// With mixup or CutMix, the weight of each image's own label (its partner's gets the rest; see
+    /// [`crate::mixing`]).
+    pub mix: Option<f32>,
 }
 
 impl Batch {
@@ -60,6 +64,7 @@ pub struct TrainLoader {
     size: u32,
     batch: usize,
     seed: u64,
+    mixing: Mixing,
     pool: rayon::ThreadPool,
 }
 
@@ -95,8 +100,14 @@ impl TrainLoader {
             size,
             batch: batch.max(1),
             seed,
+            mixing: Mixing::default(),
             pool,
         }
+    }
+
+    /// The same loader, mixing its batches as `mixing` says.
+    pub fn with_mixing(self, mixing: Mixing) -> Self {
+        Self { mixing, ..self }
     }
 
     /// Optimizer steps per epoch: full batches only (a last partial batch is dropped, as timm does, so batch
@@ -166,10 +177,21 @@ impl TrainLoader {
             images: Vec::with_capacity(positions.len() * 3 * size * size),
             labels: Vec::with_capacity(positions.len()),
             size,
+            mix: None,
         };
         for (hwc, label) in items.into_iter().flatten() {
             push_chw(&mut batch.images, &hwc, size * size);
             batch.labels.push(label);
+        }
+        if self.mixing.is_on() && !batch.is_empty() {
+            // The batch's own stream: past the images' positions, which the augmentation streams use.
+            let first = positions.first().map_or(0, |p| p.0);
+            let mut rng = rand::rngs::StdRng::seed_from_u64(stream_seed(
+                self.seed,
+                epoch,
+                usize::MAX / 2 + first,
+            ));
+            mix_batch(&mut batch, &self.mixing, &mut rng);
         }
         batch
     }

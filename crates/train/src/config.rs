@@ -1,6 +1,7 @@
 //! Everything a training run needs to be repeated or resumed, with the two recipes as defaults: the
 //! official one for training from scratch and a fine-tuning one for pretrained weights on small datasets.
 
+use crate::mixing::Mixing;
 use crate::optim::OptimizerKind;
 use crate::schedule::Decay;
 use effnet_arch::{NetworkConfig, Padding};
@@ -84,6 +85,15 @@ pub struct TrainConfig {
     pub flip: f64,
     /// RandAugment, if any.
     pub rand_augment: Option<RandAugmentConfig>,
+    /// Dropout before the classifier, replacing the network's own.
+    #[serde(default)]
+    pub dropout: Option<f64>,
+    /// Drop-path rate of the last block (earlier blocks get less), replacing the network's own.
+    #[serde(default)]
+    pub drop_path: Option<f64>,
+    /// Mixup and CutMix of the images within each batch.
+    #[serde(default)]
+    pub mixing: Mixing,
     /// Threads decoding and augmenting images.
     pub workers: usize,
     /// Where the network trains.
@@ -148,6 +158,9 @@ impl TrainConfig {
             min_crop: 0.08,
             flip: 0.5,
             rand_augment: None,
+            dropout: None,
+            drop_path: None,
+            mixing: Mixing::default(),
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             accelerator: crate::trainer::Accelerator::Cpu,
         }

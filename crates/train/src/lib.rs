@@ -11,6 +11,7 @@ pub mod evaluate;
 pub mod init;
 pub mod kernels;
 pub mod lr_find;
+pub mod mixing;
 pub mod model;
 pub mod optim;
 pub mod run;

@@ -1,14 +1,20 @@
 //! The learning-rate range test (Smith 2017, "Cyclical learning rates for training neural networks",
 //! section 3.3; fastai's `lr_find`): a short run from the run's own starting weights in which the rate
 //! grows exponentially from a tiny value, one step per rate, recording the loss. The loss first stays flat
-//! (too small a rate to learn), then falls, then blows up; a good peak rate lies where it falls fastest,
-//! well before the minimum.
+//! (too small a rate to learn), then falls, then blows up.
 //!
-//! The suggestion is fastai's default, `valley` (see [`suggest`]). The run stops early once the smoothed
-//! loss exceeds four times its minimum, as fastai does.
+//! The suggestion depends on the optimizer (see [`suggest`]). For AdamW, the fine-tuning optimizer, it is
+//! fastai's `valley`, the middle of the longest descent, which fastai tunes for fine-tuning with Adam.
+//! For RMSProp and SGD it is Smith's maximum rate, where the smoothed loss stops falling: the recipes warm
+//! up to their peak rate and decay from it, as Smith's one-cycle policy does with this rate. Measured
+//! against grids of rates on small datasets (`docs/recipes.md`), `valley` was an order of magnitude too
+//! low from scratch with RMSProp, and the minimum an order of magnitude too high for fine-tuning with
+//! AdamW. The run stops early once the smoothed loss exceeds four times its minimum, as
+//! fastai does.
 
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
+use crate::optim::OptimizerKind;
 use crate::trainer::{prepare, train_step, Prepared};
 use serde::Serialize;
 
@@ -60,8 +66,8 @@ pub struct LrFinding {
     pub points: Vec<LrPoint>,
     /// The suggested peak rate.
     pub suggested: f64,
-    /// The rate at the smoothed loss's minimum.
-    pub minimum: f64,
+    /// How it was chosen.
+    pub rule: Rule,
     /// Whether the test stopped early because the loss blew up.
     pub diverged: bool,
 }
@@ -82,19 +88,52 @@ fn smoothed(losses: &[f64]) -> Vec<f64> {
         .collect()
 }
 
-/// The suggested rate and the rate at the smoothed minimum, from `points`, with fastai's `valley` rule:
-/// leaving out the first tenth of the steps (the smoothing's start) and the last five (the blow-up), find
-/// the longest valley, the longest run of steps whose smoothed losses keep falling (a longest decreasing
-/// subsequence), and take the step half-way through its middle third. A rate there is still on the
-/// descent, clear of both the flat start and the minimum's edge.
-pub fn suggest(points: &[LrPoint]) -> (f64, f64) {
+/// How the suggestion is read off the curve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rule {
+    /// fastai's `valley`: half-way through the middle third of the longest descent.
+    Valley,
+    /// Smith's maximum rate: the lowest smoothed loss.
+    Minimum,
+}
+
+impl Rule {
+    /// The rule for `optimizer`: `valley` for AdamW, the minimum for RMSProp and SGD.
+    pub fn for_optimizer(optimizer: OptimizerKind) -> Self {
+        match optimizer {
+            OptimizerKind::Adamw => Self::Valley,
+            OptimizerKind::Rmsprop | OptimizerKind::Sgd => Self::Minimum,
+        }
+    }
+}
+
+/// The points a suggestion is read from: all but the first tenth (the smoothing's start) and the last
+/// five (the blow-up), or all when that leaves fewer than two.
+fn middle(points: &[LrPoint]) -> &[LrPoint] {
     let kept = &points[(points.len() / 10).min(points.len())
         ..points.len().saturating_sub(5).max(points.len() / 10)];
-    let kept = if kept.len() < 2 { points } else { kept };
-    let best = (0..kept.len())
-        .min_by(|&a, &b| kept[a].smoothed.total_cmp(&kept[b].smoothed))
-        .unwrap_or(0);
-    let minimum = kept.get(best).map_or(0.0, |p| p.lr);
+    if kept.len() < 2 {
+        points
+    } else {
+        kept
+    }
+}
+
+/// The suggested peak rate from `points` by `rule`.
+///
+/// `Minimum` is the rate at the lowest smoothed loss of the middle points. `Valley` finds the longest
+/// run of middle points whose smoothed losses keep falling (a longest decreasing subsequence) and takes
+/// the point half-way through its middle third, still on the descent and clear of both the flat start
+/// and the minimum's edge; with no fall at all, a tenth of the minimum's rate.
+pub fn suggest(points: &[LrPoint], rule: Rule) -> f64 {
+    let kept = middle(points);
+    let Some(lowest) = kept.iter().min_by(|a, b| a.smoothed.total_cmp(&b.smoothed)) else {
+        return 0.0;
+    };
+    if rule == Rule::Minimum {
+        return lowest.lr;
+    }
     let n = kept.len();
     let mut run = vec![1usize; n];
     let (mut start, mut end) = (0, 0);
@@ -110,11 +149,11 @@ pub fn suggest(points: &[LrPoint]) -> (f64, f64) {
         }
     }
     if end == start {
-        return (minimum / 10.0, minimum);
+        return lowest.lr / 10.0;
     }
     let third = (end - start) as f64 / 3.0;
     let index = start + third as usize + (third / 2.0) as usize;
-    (kept[index.min(n - 1)].lr, minimum)
+    kept[index.min(n - 1)].lr
 }
 
 /// Ends a range test's pass over an epoch's batches: all the steps were taken, or the loss blew up.
@@ -188,11 +227,11 @@ pub fn find_lr(
         model = current.expect("the model is put back after every step");
         epoch += 1;
     }
-    let (suggested, minimum) = suggest(&points);
+    let rule = Rule::for_optimizer(config.optimizer);
     Ok(LrFinding {
+        suggested: suggest(&points, rule),
+        rule,
         points,
-        suggested,
-        minimum,
         diverged,
     })
 }
@@ -222,33 +261,45 @@ mod tests {
         assert!((s[1] - (0.98 * 0.02 + 0.02 * 3.0) / (1.0 - 0.98f64.powi(2))).abs() < 1e-12);
     }
 
+    /// 30 steps, 1e-6 up by a factor 10^0.2 each: flat for 10, falling for 15, then blowing up.
+    fn valley_curve() -> Vec<LrPoint> {
+        (0..30)
+            .map(|i| {
+                let loss = match i {
+                    0..=9 => 2.3,
+                    10..=24 => 2.3 - 0.1 * (i - 9) as f64,
+                    _ => 0.8 + (i - 24) as f64,
+                };
+                LrPoint {
+                    lr: 1e-6 * 10f64.powf(0.2 * i as f64),
+                    loss,
+                    smoothed: loss,
+                }
+            })
+            .collect()
+    }
+
     #[test]
-    fn the_suggestion_lies_in_the_longest_valley() {
-        // 30 steps, 1e-6 up by a factor 10^0.2 each: flat for 10, falling for 15, then blowing up.
-        let losses: Vec<f64> = (0..30)
-            .map(|i| match i {
-                0..=9 => 2.3,
-                10..=24 => 2.3 - 0.1 * (i - 9) as f64,
-                _ => 0.8 + (i - 24) as f64,
-            })
-            .collect();
-        let points: Vec<LrPoint> = losses
-            .iter()
-            .enumerate()
-            .map(|(i, &l)| LrPoint {
-                lr: 1e-6 * 10f64.powf(0.2 * i as f64),
-                loss: l,
-                smoothed: l,
-            })
-            .collect();
-        let (suggested, minimum) = suggest(&points);
+    fn the_minimum_is_where_the_smoothed_loss_stops_falling() {
+        let points = valley_curve();
+        // The lowest loss is step 24's.
+        let minimum = suggest(&points, Rule::Minimum);
+        assert!((minimum / points[24].lr - 1.0).abs() < 1e-12);
+        // A lower loss in the first tenth (the smoothing's start) or the last five steps is left out.
+        let mut edges = points.clone();
+        edges[1].smoothed = 0.0;
+        edges[27].smoothed = 0.0;
+        assert!((suggest(&edges, Rule::Minimum) / points[24].lr - 1.0).abs() < 1e-12);
+        assert_eq!(suggest(&[], Rule::Minimum), 0.0);
+    }
+
+    #[test]
+    fn the_valley_lies_in_the_longest_descent() {
+        let points = valley_curve();
         // Kept: steps 3..25. The valley runs from step 9 (the last flat one) to 24 (the minimum):
         // 15 steps, a third is 5, so step 9 + 5 + 2 = 16.
-        assert!((minimum / points[24].lr - 1.0).abs() < 1e-12, "{minimum}");
-        assert!(
-            (suggested / points[16].lr - 1.0).abs() < 1e-12,
-            "{suggested}"
-        );
+        let valley = suggest(&points, Rule::Valley);
+        assert!((valley / points[16].lr - 1.0).abs() < 1e-12, "{valley}");
         // No fall at all: a tenth of the minimum's rate.
         let flat: Vec<LrPoint> = points[..3]
             .iter()
@@ -257,8 +308,14 @@ mod tests {
                 ..*p
             })
             .collect();
-        let (suggested, minimum) = suggest(&flat);
-        assert!((suggested / (minimum / 10.0) - 1.0).abs() < 1e-12);
+        assert!((suggest(&flat, Rule::Valley) / (points[0].lr / 10.0) - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn adamw_gets_the_valley_and_the_others_the_minimum() {
+        assert_eq!(Rule::for_optimizer(OptimizerKind::Adamw), Rule::Valley);
+        assert_eq!(Rule::for_optimizer(OptimizerKind::Rmsprop), Rule::Minimum);
+        assert_eq!(Rule::for_optimizer(OptimizerKind::Sgd), Rule::Minimum);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use crate::ema::Ema;
 use crate::error::{Result, TrainError};
 use crate::evaluate::{evaluate, Evaluation};
 use crate::init::{initial_weights, new_classifier};
+use crate::mixing::soft_targets;
 use crate::model::{EfficientNet, Tensors};
 use crate::run::{Checkpoint, EpochRecord, RunDir, RunState};
 use crate::schedule::Schedule;
@@ -176,6 +177,8 @@ fn start_from_config(config: &TrainConfig, classes: &[String]) -> Result<Start> 
     };
     network.num_classes = classes.len() as u32;
     network.resolution = config.img_size;
+    network.dropout = config.dropout.unwrap_or(network.dropout);
+    network.drop_path_rate = config.drop_path.unwrap_or(network.drop_path_rate);
     let plan = resolve(&network)?;
     let tensors = match tensors.take() {
         Some(mut pretrained) => {
@@ -222,13 +225,9 @@ fn start_from_checkpoint(
     ))
 }
 
-fn smoothed_cross_entropy(logits: Tensor<2>, labels: &[usize], smoothing: f64) -> Tensor<1> {
+fn smoothed_cross_entropy(logits: Tensor<2>, batch: &Batch, smoothing: f64) -> Tensor<1> {
     let [n, classes] = logits.dims();
-    let off = smoothing / classes as f64;
-    let mut target = vec![off as f32; n * classes];
-    for (i, &label) in labels.iter().enumerate() {
-        target[i * classes + label] += (1.0 - smoothing) as f32;
-    }
+    let target = soft_targets(batch, classes, smoothing);
     let target = Tensor::<2>::from_data(TensorData::new(target, [n, classes]), &logits.device());
     let log_p = activation::log_softmax(logits, 1);
     (log_p * target).sum_dim(1).mean().neg()
@@ -261,19 +260,22 @@ fn correct(logits: &[f32], labels: &[usize]) -> usize {
 pub(crate) fn train_step(
     model: EfficientNet,
     optimizer: &mut ModuleOptimizer,
-    batch: Batch,
+    mut batch: Batch,
     lr: f64,
     smoothing: f64,
     device: &Device,
 ) -> (EfficientNet, f64, usize) {
     let n = batch.len();
     let x = Tensor::<4>::from_data(
-        TensorData::new(batch.images, [n, 3, batch.size, batch.size]),
+        TensorData::new(
+            std::mem::take(&mut batch.images),
+            [n, 3, batch.size, batch.size],
+        ),
         device,
     );
     let logits = model.forward(x);
     let hits = correct(&host(logits.clone().detach()), &batch.labels);
-    let loss = smoothed_cross_entropy(logits, &batch.labels, smoothing);
+    let loss = smoothed_cross_entropy(logits, &batch, smoothing);
     let loss_value = f64::from(host(loss.clone().detach())[0]);
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     (optimizer.step(lr, model, grads), loss_value, hits)
@@ -338,6 +340,7 @@ pub fn time_train_steps(plan: &Plan, batch: usize, steps: usize) -> Result<f64> 
             images: images.clone(),
             labels: labels.clone(),
             size,
+            mix: None,
         };
         let t = Instant::now();
         let (m, _, _) = train_step(model, &mut optimizer, b, 1e-3, 0.1, &device);
@@ -406,6 +409,7 @@ fn train_loader(
         config.seed,
         config.workers,
     )
+    .with_mixing(config.mixing)
 }
 
 /// A new run, ready for its first step: what [`prepare`] sets up.
@@ -644,6 +648,21 @@ fn validate(config: &TrainConfig) -> Result<()> {
         (
             config.ema.is_some_and(|d| !(0.0..1.0).contains(&d)),
             "--ema must be in [0, 1)",
+        ),
+        (
+            config.dropout.is_some_and(|d| !(0.0..1.0).contains(&d)),
+            "--dropout must be in [0, 1)",
+        ),
+        (
+            config.drop_path.is_some_and(|d| !(0.0..1.0).contains(&d)),
+            "--drop-path must be in [0, 1)",
+        ),
+        (
+            [config.mixing.mixup, config.mixing.cutmix]
+                .iter()
+                .flatten()
+                .any(|&alpha| !(alpha > 0.0 && alpha.is_finite())),
+            "--mixup and --cutmix take a positive alpha",
         ),
     ];
     match checks.iter().find(|(bad, _)| *bad) {

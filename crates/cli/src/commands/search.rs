@@ -12,7 +12,8 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use effnet_train::search::{
     collect, create, index_from_env, plan, run_candidate, search, wait_and_collect, Candidate,
-    CandidatePlan, CandidateResult, SearchConfig, SearchDir, SearchObserver, SearchResults,
+    CandidatePlan, CandidateResult, Regularisation, SearchConfig, SearchDir, SearchObserver,
+    SearchResults,
 };
 use effnet_train::trainer::Accelerator;
 use std::path::{Path, PathBuf};
@@ -50,9 +51,15 @@ pub struct SearchArgs {
     /// Learning rate (default: the official recipe's for the batch).
     #[arg(long)]
     lr: Option<f64>,
-    /// Batch-norm momentum, TF convention.
-    #[arg(long, default_value_t = 0.9)]
-    bn_momentum: f64,
+    /// Batch-norm momentum, TF convention, for every candidate (default: chosen per candidate by the
+    /// scaled recipe; 0.9 with the fixed one).
+    #[arg(long)]
+    bn_momentum: Option<f64>,
+    /// scaled: each candidate gets `train --recipe auto`'s crop, batch-norm momentum, weight average,
+    /// RandAugment, dropout and mixup for its own resolution and run; fixed: the same official recipe
+    /// for all, as in the paper.
+    #[arg(long, default_value = "scaled")]
+    regularisation: String,
     /// Seed shared by every candidate.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -297,6 +304,12 @@ pub fn run(args: &SearchArgs, json: bool) -> Result<()> {
         seed: args.seed,
         lr: args.lr,
         bn_momentum: args.bn_momentum,
+        regularisation: Regularisation::from_name(&args.regularisation).with_context(|| {
+            format!(
+                "unknown regularisation `{}`: use scaled or fixed",
+                args.regularisation
+            )
+        })?,
         jobs: args.jobs,
         accelerator: Accelerator::from_name(&args.device)
             .with_context(|| format!("unknown device `{}`: use cpu or wgpu", args.device))?,

@@ -10,10 +10,11 @@ use crate::weights_args::fetch_weights;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use effnet_arch::scaling::compound;
-use effnet_train::auto::{auto_settings, median_short_side, Choice, DataFacts};
+use effnet_train::auto::{apply, auto_settings, facts_of, Choice};
 use effnet_train::config::{RandAugmentConfig, Recipe, TrainConfig};
 use effnet_train::evaluate::Evaluation;
-use effnet_train::lr_find::{find_lr, LrFinding, RangeTest};
+use effnet_train::lr_find::{find_lr, LrFinding, RangeTest, Rule};
+use effnet_train::mixing::Mixing;
 use effnet_train::optim::OptimizerKind;
 use effnet_train::run::{EpochRecord, RunState};
 use effnet_train::schedule::Decay;
@@ -104,6 +105,20 @@ pub struct TrainArgs {
     /// No horizontal flips.
     #[arg(long)]
     no_flip: bool,
+    /// Dropout before the classifier (default: the network's own, or chosen by --recipe auto).
+    #[arg(long)]
+    dropout: Option<f64>,
+    /// Drop-path rate of the last block, earlier blocks linearly less (default: the network's own).
+    #[arg(long)]
+    drop_path: Option<f64>,
+    /// Mixup with this Beta alpha (e.g. 0.2): each image blended with another of its batch, and their
+    /// labels alike.
+    #[arg(long)]
+    mixup: Option<f64>,
+    /// CutMix with this Beta alpha (e.g. 1.0): a box of another image of the batch pasted in, the labels
+    /// mixed by area. With --mixup too, each batch uses one of them.
+    #[arg(long)]
+    cutmix: Option<f64>,
     /// Where to train: cpu, or wgpu (a GPU through Vulkan / Metal / DX12, in builds with `--features wgpu`).
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -255,6 +270,12 @@ impl TrainArgs {
             config.min_crop = min_crop;
         }
         config.flip = if self.no_flip { 0.0 } else { 0.5 };
+        config.dropout = self.dropout;
+        config.drop_path = self.drop_path;
+        config.mixing = Mixing {
+            mixup: self.mixup,
+            cutmix: self.cutmix,
+        };
         config.workers = rayon::current_num_threads();
         config.accelerator = Accelerator::from_name(&self.device)
             .with_context(|| format!("unknown device `{}`: use cpu or wgpu", self.device))?;
@@ -272,38 +293,20 @@ impl TrainArgs {
     fn auto_recipe(&self, config: &mut TrainConfig) -> Result<Vec<Choice>> {
         check_options(config)?;
         let data = Datasets::open(config)?;
-        let facts = DataFacts {
-            img_size: config.img_size,
-            source_side: median_short_side(&data.train.samples, 256),
-            train_images: data.train.samples.len(),
-            epochs: config.epochs,
-            batch: config.batch,
-        };
-        let (settings, choices) = auto_settings(&facts);
-        let overridden = |flag: &str| match flag {
+        let (settings, choices) = auto_settings(&facts_of(config, &data));
+        let given = |flag: &str| match flag {
             "--min-crop" => self.min_crop.is_some(),
             "--bn-momentum" => self.bn_momentum.is_some(),
             "--ema / --no-ema" => self.ema.is_some() || self.no_ema,
             "--rand-augment" => self.rand_augment.is_some(),
+            "--dropout" => self.dropout.is_some(),
+            "--drop-path" => self.drop_path.is_some(),
+            "--mixup" => self.mixup.is_some(),
+            "--cutmix" => self.cutmix.is_some(),
             "--no-flip" => self.no_flip,
             _ => false,
         };
-        if !overridden("--min-crop") {
-            config.min_crop = settings.min_crop;
-        }
-        if !overridden("--bn-momentum") {
-            config.bn_momentum = settings.bn_momentum;
-        }
-        if !overridden("--ema / --no-ema") {
-            config.ema = settings.ema;
-        }
-        if !overridden("--rand-augment") {
-            config.rand_augment = settings.rand_augment.map(|m| RandAugmentConfig { n: 2, m });
-        }
-        Ok(choices
-            .into_iter()
-            .filter(|c| !overridden(c.flag))
-            .collect())
+        Ok(apply(config, &settings, choices, &given))
     }
 }
 
@@ -407,11 +410,18 @@ fn range_test(config: &TrainConfig, steps: usize, folder: &Path, json: bool) -> 
     )?;
     if !json {
         println!(
-            "range test: {} steps{}; smoothed loss lowest at lr {:.2e}; suggested lr {:.2e} (the middle of the longest descent); plot: {}",
+            "range test: {} steps{}; suggested lr {:.2e} ({}); plot: {}",
             finding.points.len(),
-            if finding.diverged { " (stopped: the loss blew up)" } else { "" },
-            finding.minimum,
+            if finding.diverged {
+                " (stopped: the loss blew up)"
+            } else {
+                ""
+            },
             finding.suggested,
+            match finding.rule {
+                Rule::Minimum => "where the smoothed loss stops falling",
+                Rule::Valley => "fastai's valley for AdamW: the middle of the longest descent",
+            },
             folder.join("lr_find.png").display()
         );
     }

@@ -19,6 +19,11 @@ pub fn effnet(args: &[&str]) -> Output {
         .expect("the binary runs")
 }
 
+/// Runs `effnet` with owned `args`.
+pub fn effnet_with(args: &[String]) -> Output {
+    effnet(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
 /// The JSON a successful command printed.
 pub fn json(o: &Output) -> Value {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -129,4 +134,46 @@ impl Drop for Server {
             self.stop();
         }
     }
+}
+
+/// A three-stage base network small enough to search in seconds.
+pub const TINY_BASE: &str =
+    "r1_k3_s11_e1_i32_o16_se0.25,r2_k3_s22_e6_i16_o24_se0.25,r2_k5_s22_e6_i24_o40_se0.25";
+
+/// The grid of a tiny search: its step, the tolerance around 2, and the epochs per candidate.
+pub struct TinyGrid<'a> {
+    /// Grid step.
+    pub grid: &'a str,
+    /// Allowed distance from 2.
+    pub tolerance: &'a str,
+    /// Epochs per candidate.
+    pub epochs: &'a str,
+}
+
+/// `effnet search --json` of [`TINY_BASE`] at 32 px, batch 16, on `train` / `val` into `out`.
+pub fn tiny_search_args(train: &Path, val: &Path, out: &Path, grid: &TinyGrid) -> Vec<String> {
+    [
+        "search",
+        "--json",
+        "--data",
+        train.to_str().unwrap(),
+        "--val",
+        val.to_str().unwrap(),
+        "--base",
+        TINY_BASE,
+        "--img-size",
+        "32",
+        "--epochs",
+        grid.epochs,
+        "--batch",
+        "16",
+        "--grid",
+        grid.grid,
+        "--tolerance",
+        grid.tolerance,
+        "--out",
+        out.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec()
 }

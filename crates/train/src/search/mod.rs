@@ -71,8 +71,14 @@ pub struct SearchConfig {
     pub seed: u64,
     /// Learning rate (default: the official recipe's for the batch).
     pub lr: Option<f64>,
-    /// Batch-norm momentum (TF convention).
-    pub bn_momentum: f64,
+    /// Batch-norm momentum (TF convention) given by the user; otherwise the scaled recipe's choice per
+    /// candidate, or [`FIXED_BN_MOMENTUM`] for every candidate with the fixed recipe.
+    #[serde(default)]
+    pub bn_momentum: Option<f64>,
+    /// How the candidates' regularisation is set. Searches created before the choice existed used the
+    /// fixed recipe.
+    #[serde(default = "Regularisation::fixed")]
+    pub regularisation: Regularisation,
     /// Candidates trained at the same time by a local search.
     pub jobs: usize,
     /// Where each candidate trains.
@@ -86,6 +92,36 @@ impl SearchConfig {
         std::iter::once(self.data.as_path())
             .chain(self.val.as_deref())
             .collect()
+    }
+}
+
+/// Batch-norm momentum of every candidate with the fixed recipe unless given: short runs need fast
+/// statistics.
+pub const FIXED_BN_MOMENTUM: f64 = 0.9;
+
+/// How each candidate is regularised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Regularisation {
+    /// `train --recipe auto`'s choices for each candidate's own resolution and run: larger candidates
+    /// are not under-regularised and small ones not crushed.
+    Scaled,
+    /// The same official recipe for every candidate, as in the paper.
+    Fixed,
+}
+
+impl Regularisation {
+    fn fixed() -> Self {
+        Self::Fixed
+    }
+
+    /// Parses a command-line name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "scaled" => Some(Self::Scaled),
+            "fixed" => Some(Self::Fixed),
+            _ => None,
+        }
     }
 }
 
@@ -476,7 +512,8 @@ fn sample_config(img_size: u32) -> SearchConfig {
         batch: 8,
         seed: 0,
         lr: None,
-        bn_momentum: 0.9,
+        bn_momentum: Some(0.9),
+        regularisation: Regularisation::Fixed,
         jobs: 1,
         accelerator: Accelerator::Cpu,
     }
@@ -485,6 +522,17 @@ fn sample_config(img_size: u32) -> SearchConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_search_from_before_the_choice_keeps_the_fixed_recipe_and_its_momentum() {
+        let mut old = serde_json::to_value(sample_config(32)).unwrap();
+        let fields = old.as_object_mut().unwrap();
+        fields.remove("regularisation");
+        fields.insert("bn_momentum".into(), 0.95.into());
+        let config: SearchConfig = serde_json::from_value(old).unwrap();
+        assert_eq!(config.regularisation, Regularisation::Fixed);
+        assert_eq!(config.bn_momentum, Some(0.95));
+    }
 
     #[test]
     fn a_folder_from_before_candidates_json_keeps_its_finished_candidates() {

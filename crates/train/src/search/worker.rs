@@ -2,11 +2,16 @@
 //! Slurm array task or a Kubernetes indexed pod. It writes only that candidate's folder.
 
 use super::candidates::{macs, scaled_candidate};
-use super::{base_network, open, CandidateResult, Failure, Search, SearchDir, SearchObserver};
+use super::{
+    base_network, open, CandidateResult, Failure, Regularisation, Search, SearchConfig, SearchDir,
+    SearchObserver, FIXED_BN_MOMENTUM,
+};
+use crate::auto::{apply, auto_settings, facts_of};
 use crate::config::{Recipe, TrainConfig};
 use crate::error::{Result, TrainError};
 use crate::run::{read_json, write_json, RunDir};
-use crate::trainer::{train, Begin, Silent};
+use crate::trainer::{train, Begin, Datasets, Silent};
+use effnet_arch::NetworkConfig;
 use std::path::Path;
 
 /// The environment variables that carry a worker's candidate index: Slurm's array task id and the
@@ -120,6 +125,42 @@ pub(super) fn train_and_record(
     }
 }
 
+/// The training settings of a candidate with `network`, trained alongside `sharing - 1` others.
+fn candidate_config(
+    config: &SearchConfig,
+    network: NetworkConfig,
+    sharing: usize,
+) -> Result<TrainConfig> {
+    let recipe = match config.regularisation {
+        Regularisation::Scaled => Recipe::Auto,
+        Regularisation::Fixed => Recipe::Official,
+    };
+    let mut train_config = TrainConfig::recipe(
+        recipe,
+        config.data.clone(),
+        config.epochs,
+        config.batch,
+        network.resolution,
+    );
+    train_config.val = config.val.clone();
+    train_config.val_fraction = config.val_fraction;
+    train_config.seed = config.seed;
+    train_config.bn_momentum = config.bn_momentum.unwrap_or(FIXED_BN_MOMENTUM);
+    train_config.accelerator = config.accelerator;
+    if let Some(lr) = config.lr {
+        train_config.lr = lr;
+    }
+    train_config.network = Some(network);
+    train_config.workers = (train_config.workers / sharing).max(1);
+    if config.regularisation == Regularisation::Scaled {
+        let data = Datasets::open(&train_config)?;
+        let (settings, choices) = auto_settings(&facts_of(&train_config, &data));
+        let given = |flag: &str| flag == "--bn-momentum" && config.bn_momentum.is_some();
+        apply(&mut train_config, &settings, choices, &given);
+    }
+    Ok(train_config)
+}
+
 fn train_candidate(
     dir: &SearchDir,
     search: &Search,
@@ -137,27 +178,10 @@ fn train_candidate(
         std::fs::remove_file(run.config_path())
             .map_err(|e| TrainError::run(&run.root, format!("cannot remove: {e}")))?;
     }
-    let mut train_config = TrainConfig::recipe(
-        Recipe::Official,
-        config.data.clone(),
-        config.epochs,
-        config.batch,
-        network.resolution,
-    );
-    train_config.val = config.val.clone();
-    train_config.val_fraction = config.val_fraction;
-    train_config.seed = config.seed;
-    train_config.bn_momentum = config.bn_momentum;
-    train_config.accelerator = config.accelerator;
-    if let Some(lr) = config.lr {
-        train_config.lr = lr;
-    }
-    train_config.network = Some(network);
-    train_config.workers = (train_config.workers / sharing).max(1);
     let begin = if resume {
         Begin::Resume { epochs: None }
     } else {
-        Begin::New(Box::new(train_config))
+        Begin::New(Box::new(candidate_config(config, network, sharing)?))
     };
     let state = train(&run, begin, &Silent)?;
     Ok(CandidateResult {
