@@ -6,7 +6,10 @@
 //! The choices are a pure function of [`DataFacts`], so they can be tested at their edges.
 
 use crate::config::{RandAugmentConfig, TrainConfig};
+use crate::error::Result;
 use crate::trainer::Datasets;
+use effnet_arch::variant::DEFAULT_DROP_PATH_RATE;
+use effnet_arch::Variant;
 use effnet_data::Sample;
 use serde::Serialize;
 
@@ -233,10 +236,16 @@ fn dropout_for(size: u32, facts: &DataFacts) -> f64 {
     (dropout * 1000.0).round() / 1000.0
 }
 
-/// The facts of `config`'s run on `data` (a network without its own description counts as B0's dropout,
-/// drop-path and the training resolution).
-pub fn facts_of(config: &TrainConfig, data: &Datasets) -> DataFacts {
-    let network = config.network.as_ref();
+/// The facts of `config`'s run on `data` (a run without its network's description, fine-tuning a file,
+/// counts with B0's dropout and drop-path at the training resolution).
+fn facts_of(config: &TrainConfig, data: &Datasets) -> DataFacts {
+    let (dropout, drop_path, resolution) = match &config.network {
+        Some(n) => (n.dropout, n.drop_path_rate, n.resolution),
+        None => {
+            let b0 = Variant::by_name("b0").expect("b0 is a built-in variant");
+            (b0.dropout, DEFAULT_DROP_PATH_RATE, config.img_size)
+        }
+    };
     DataFacts {
         img_size: config.img_size,
         source_side: median_short_side(&data.train.samples, 256),
@@ -244,15 +253,23 @@ pub fn facts_of(config: &TrainConfig, data: &Datasets) -> DataFacts {
         epochs: config.epochs,
         batch: config.batch,
         classes: data.train.classes.len(),
-        dropout: network.map_or(0.2, |n| n.dropout),
-        drop_path: network.map_or(0.2, |n| n.drop_path_rate),
-        resolution: network.map_or(config.img_size, |n| n.resolution),
+        dropout,
+        drop_path,
+        resolution,
     }
+}
+
+/// Sets `config`'s settings to `--recipe auto`'s choices for its training images, except those whose
+/// flag `given` says the user gave; returns the choices applied.
+pub fn choose(config: &mut TrainConfig, given: &dyn Fn(&str) -> bool) -> Result<Vec<Choice>> {
+    let data = Datasets::open(config)?;
+    let (settings, choices) = auto_settings(&facts_of(config, &data));
+    Ok(apply(config, &settings, choices, given))
 }
 
 /// Sets the settings of `config` that `choices` name to `settings`, except those whose flag `given` says
 /// the user gave; returns the choices applied.
-pub fn apply(
+fn apply(
     config: &mut TrainConfig,
     settings: &AutoSettings,
     choices: Vec<Choice>,

@@ -37,17 +37,31 @@ pub fn partner(i: usize, n: usize) -> usize {
     n - 1 - i
 }
 
-/// Blends every image with its partner: `lambda * own + (1 - lambda) * partner's`.
-fn mixup(batch: &mut Batch, lambda: f32) {
+/// Runs `each` on every pair of partners `(i, n - 1 - i)`, `i < n - 1 - i`, with their images (a
+/// middle image is its own partner and is left as it is). Partnering is symmetric, so each pair is
+/// mixed in place, without a copy of the batch.
+fn for_each_pair(batch: &mut Batch, mut each: impl FnMut(&mut [f32], &mut [f32])) {
     let n = batch.len();
     let per_image = batch.images.len() / n.max(1);
-    let original = batch.images.clone();
-    for (i, image) in batch.images.chunks_mut(per_image).enumerate() {
-        let other = &original[partner(i, n) * per_image..][..per_image];
-        for (v, o) in image.iter_mut().zip(other) {
-            *v = lambda * *v + (1.0 - lambda) * o;
-        }
+    for i in 0..n / 2 {
+        let (front, back) = batch.images.split_at_mut(partner(i, n) * per_image);
+        each(
+            &mut front[i * per_image..][..per_image],
+            &mut back[..per_image],
+        );
     }
+}
+
+/// Blends every image with its partner: `lambda * own + (1 - lambda) * partner's`.
+fn mixup(batch: &mut Batch, lambda: f32) {
+    for_each_pair(batch, |a, b| {
+        for (x, y) in a.iter_mut().zip(b.iter_mut()) {
+            (*x, *y) = (
+                lambda * *x + (1.0 - lambda) * *y,
+                lambda * *y + (1.0 - lambda) * *x,
+            );
+        }
+    });
 }
 
 /// A box of `1 - lambda` of the area, centred anywhere and clipped to the image: `(top, left, bottom,
@@ -60,24 +74,19 @@ fn cut_box(size: usize, lambda: f64, rng: &mut impl Rng) -> (usize, usize, usize
     (top, left, bottom, right)
 }
 
-/// Pastes the box of every image's partner into it (NCHW), returning the share of the area left the
-/// image's own.
+/// Pastes the box of every image's partner into it (NCHW): partners swap their boxes. Returns the share
+/// of the area left the image's own.
 fn cutmix(batch: &mut Batch, (top, left, bottom, right): (usize, usize, usize, usize)) -> f64 {
-    let n = batch.len();
     let size = batch.size;
     let plane = size * size;
-    let original = batch.images.clone();
-    for i in 0..n {
-        let other = partner(i, n);
+    for_each_pair(batch, |a, b| {
         for c in 0..3 {
             for y in top..bottom {
                 let row = c * plane + y * size;
-                let (to, from) = ((i * 3 * plane) + row, (other * 3 * plane) + row);
-                batch.images[to + left..to + right]
-                    .copy_from_slice(&original[from + left..from + right]);
+                a[row + left..row + right].swap_with_slice(&mut b[row + left..row + right]);
             }
         }
-    }
+    });
     1.0 - ((bottom - top) * (right - left)) as f64 / plane as f64
 }
 

@@ -10,7 +10,7 @@ use crate::weights_args::fetch_weights;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use effnet_arch::scaling::compound;
-use effnet_train::auto::{apply, auto_settings, facts_of, Choice};
+use effnet_train::auto::{choose, Choice};
 use effnet_train::config::{RandAugmentConfig, Recipe, TrainConfig};
 use effnet_train::evaluate::Evaluation;
 use effnet_train::lr_find::{find_lr, LrFinding, RangeTest, Rule};
@@ -18,7 +18,7 @@ use effnet_train::mixing::Mixing;
 use effnet_train::optim::OptimizerKind;
 use effnet_train::run::{EpochRecord, RunState};
 use effnet_train::schedule::Decay;
-use effnet_train::trainer::{check_options, Accelerator, Begin, Datasets, Observer, StepProgress};
+use effnet_train::trainer::{check_options, Accelerator, Begin, Observer, StepProgress};
 use effnet_train::{train, RunDir};
 use effnet_weights::atomic::write_atomically;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -292,8 +292,6 @@ impl TrainArgs {
     /// the images.
     fn auto_recipe(&self, config: &mut TrainConfig) -> Result<Vec<Choice>> {
         check_options(config)?;
-        let data = Datasets::open(config)?;
-        let (settings, choices) = auto_settings(&facts_of(config, &data));
         let given = |flag: &str| match flag {
             "--min-crop" => self.min_crop.is_some(),
             "--bn-momentum" => self.bn_momentum.is_some(),
@@ -306,7 +304,7 @@ impl TrainArgs {
             "--no-flip" => self.no_flip,
             _ => false,
         };
-        Ok(apply(config, &settings, choices, &given))
+        Ok(choose(config, &given)?)
     }
 }
 

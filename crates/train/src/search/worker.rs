@@ -6,11 +6,11 @@ use super::{
     base_network, open, CandidateResult, Failure, Regularisation, Search, SearchConfig, SearchDir,
     SearchObserver, FIXED_BN_MOMENTUM,
 };
-use crate::auto::{apply, auto_settings, facts_of};
+use crate::auto::choose;
 use crate::config::{Recipe, TrainConfig};
 use crate::error::{Result, TrainError};
 use crate::run::{read_json, write_json, RunDir};
-use crate::trainer::{train, Begin, Datasets, Silent};
+use crate::trainer::{train, Begin, Silent};
 use effnet_arch::NetworkConfig;
 use std::path::Path;
 
@@ -153,10 +153,8 @@ fn candidate_config(
     train_config.network = Some(network);
     train_config.workers = (train_config.workers / sharing).max(1);
     if config.regularisation == Regularisation::Scaled {
-        let data = Datasets::open(&train_config)?;
-        let (settings, choices) = auto_settings(&facts_of(&train_config, &data));
         let given = |flag: &str| flag == "--bn-momentum" && config.bn_momentum.is_some();
-        apply(&mut train_config, &settings, choices, &given);
+        choose(&mut train_config, &given)?;
     }
     Ok(train_config)
 }
