@@ -372,14 +372,14 @@ fn the_range_test_plots_its_rates_and_lr_auto_trains_with_its_suggestion() {
     assert!(rates
         .windows(2)
         .all(|w| (w[1] / w[0] / factor - 1.0).abs() < 1e-9));
-    // With RMSProp the suggestion is a rate tried, with the lowest smoothed loss away from the first
-    // tenth and the last five steps.
+    // With RMSProp the suggestion is a tenth of a rate tried, the one with the lowest smoothed loss away
+    // from the first tenth and the last five steps.
     assert_eq!(finding["rule"], "minimum");
     let suggested = finding["suggested"].as_f64().unwrap();
     let at = rates
         .iter()
-        .position(|&r| r == suggested)
-        .expect("a rate tried");
+        .position(|&r| (r / 10.0 / suggested - 1.0).abs() < 1e-12)
+        .expect("a tenth of a rate tried");
     let smoothed: Vec<f64> = points
         .iter()
         .map(|p| p["smoothed"].as_f64().unwrap())

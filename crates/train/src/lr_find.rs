@@ -3,14 +3,17 @@
 //! grows exponentially from a tiny value, one step per rate, recording the loss. The loss first stays flat
 //! (too small a rate to learn), then falls, then blows up.
 //!
-//! The suggestion depends on the optimizer (see [`suggest`]). For AdamW, the fine-tuning optimizer, it is
-//! fastai's `valley`, the middle of the longest descent, which fastai tunes for fine-tuning with Adam.
-//! For RMSProp and SGD it is Smith's maximum rate, where the smoothed loss stops falling: the recipes warm
-//! up to their peak rate and decay from it, as Smith's one-cycle policy does with this rate. Measured
-//! against grids of rates on small datasets (`docs/recipes.md`), `valley` was an order of magnitude too
-//! low from scratch with RMSProp, and the minimum an order of magnitude too high for fine-tuning with
-//! AdamW. The run stops early once the smoothed loss exceeds four times its minimum, as
-//! fastai does.
+//! The suggestion and the test's length depend on the optimizer (see [`Rule`] and
+//! [`RangeTest::for_optimizer`]). For AdamW, the fine-tuning optimizer, the test is fastai's 100 steps
+//! and the suggestion fastai's `valley`, the middle of the longest descent, which fastai tunes for
+//! fine-tuning with Adam. For RMSProp and SGD, which train from scratch, the test takes 400 steps and the
+//! suggestion is fastai's `minimum`, a tenth of the rate at the lowest smoothed loss. A network trained
+//! from scratch needs far more steps than a pretrained one before its loss answers the rate: in 100 steps
+//! (12 per decade of rates) its loss hardly falls before it blows up, as Smith's original test, which
+//! ran for several epochs, avoided. Measured against grids of rates on small datasets
+//! (`docs/recipes.md`), `valley` was an order of magnitude too low from scratch with RMSProp, and the
+//! minimum an order of magnitude too high for fine-tuning with AdamW. The run stops early once the
+//! smoothed loss exceeds four times its minimum, as fastai does.
 
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
@@ -29,18 +32,20 @@ pub struct RangeTest {
     pub steps: usize,
 }
 
-impl Default for RangeTest {
-    /// fastai's defaults: 1e-7 to 10 in 100 steps.
-    fn default() -> Self {
+impl RangeTest {
+    /// Rates from 1e-7 to 10, as fastai's: in 100 steps for AdamW (fine-tuning, fastai's length) and in
+    /// 400 for RMSProp and SGD (training from scratch, whose loss needs more steps to answer the rate).
+    pub fn for_optimizer(optimizer: OptimizerKind) -> Self {
         Self {
             start: 1e-7,
             end: 10.0,
-            steps: 100,
+            steps: match optimizer {
+                OptimizerKind::Adamw => 100,
+                OptimizerKind::Rmsprop | OptimizerKind::Sgd => 400,
+            },
         }
     }
-}
 
-impl RangeTest {
     /// The rate of step `i`: `start * (end / start)^(i / (steps - 1))`.
     pub fn lr(&self, i: usize) -> f64 {
         let t = i as f64 / (self.steps.max(2) - 1) as f64;
@@ -94,7 +99,7 @@ fn smoothed(losses: &[f64]) -> Vec<f64> {
 pub enum Rule {
     /// fastai's `valley`: half-way through the middle third of the longest descent.
     Valley,
-    /// Smith's maximum rate: the lowest smoothed loss.
+    /// fastai's `minimum`: a tenth of the rate at the lowest smoothed loss, where the loss stops falling.
     Minimum,
 }
 
@@ -122,17 +127,17 @@ fn middle(points: &[LrPoint]) -> &[LrPoint] {
 
 /// The suggested peak rate from `points` by `rule`.
 ///
-/// `Minimum` is the rate at the lowest smoothed loss of the middle points. `Valley` finds the longest
-/// run of middle points whose smoothed losses keep falling (a longest decreasing subsequence) and takes
-/// the point half-way through its middle third, still on the descent and clear of both the flat start
-/// and the minimum's edge; with no fall at all, a tenth of the minimum's rate.
+/// `Minimum` is a tenth of the rate at the lowest smoothed loss of the middle points. `Valley` finds the
+/// longest run of middle points whose smoothed losses keep falling (a longest decreasing subsequence) and
+/// takes the point half-way through its middle third, still on the descent and clear of both the flat
+/// start and the minimum's edge; with no fall at all, a tenth of the minimum's rate.
 pub fn suggest(points: &[LrPoint], rule: Rule) -> f64 {
     let kept = middle(points);
     let Some(lowest) = kept.iter().min_by(|a, b| a.smoothed.total_cmp(&b.smoothed)) else {
         return 0.0;
     };
     if rule == Rule::Minimum {
-        return lowest.lr;
+        return lowest.lr / 10.0;
     }
     let n = kept.len();
     let mut run = vec![1usize; n];
@@ -282,14 +287,14 @@ mod tests {
     #[test]
     fn the_minimum_is_where_the_smoothed_loss_stops_falling() {
         let points = valley_curve();
-        // The lowest loss is step 24's.
+        // The lowest loss is step 24's; the suggestion is a tenth of its rate.
         let minimum = suggest(&points, Rule::Minimum);
-        assert!((minimum / points[24].lr - 1.0).abs() < 1e-12);
+        assert!((minimum / (points[24].lr / 10.0) - 1.0).abs() < 1e-12);
         // A lower loss in the first tenth (the smoothing's start) or the last five steps is left out.
         let mut edges = points.clone();
         edges[1].smoothed = 0.0;
         edges[27].smoothed = 0.0;
-        assert!((suggest(&edges, Rule::Minimum) / points[24].lr - 1.0).abs() < 1e-12);
+        assert!((suggest(&edges, Rule::Minimum) / (points[24].lr / 10.0) - 1.0).abs() < 1e-12);
         assert_eq!(suggest(&[], Rule::Minimum), 0.0);
     }
 
@@ -312,10 +317,15 @@ mod tests {
     }
 
     #[test]
-    fn adamw_gets_the_valley_and_the_others_the_minimum() {
+    fn adamw_gets_the_valley_in_100_steps_and_the_others_the_minimum_in_400() {
         assert_eq!(Rule::for_optimizer(OptimizerKind::Adamw), Rule::Valley);
         assert_eq!(Rule::for_optimizer(OptimizerKind::Rmsprop), Rule::Minimum);
         assert_eq!(Rule::for_optimizer(OptimizerKind::Sgd), Rule::Minimum);
+        assert_eq!(RangeTest::for_optimizer(OptimizerKind::Adamw).steps, 100);
+        for scratch in [OptimizerKind::Rmsprop, OptimizerKind::Sgd] {
+            let test = RangeTest::for_optimizer(scratch);
+            assert_eq!((test.start, test.end, test.steps), (1e-7, 10.0, 400));
+        }
     }
 
     #[test]

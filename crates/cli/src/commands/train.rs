@@ -65,9 +65,10 @@ pub struct TrainArgs {
     /// OUT/lr_find.png and listed in OUT/lr_find.json, and the suggested rate printed.
     #[arg(long, conflicts_with_all = ["resume", "lr"])]
     find_lr: bool,
-    /// Steps of the range test (one rate each, from 1e-7 to 10).
-    #[arg(long, default_value_t = 100)]
-    find_lr_steps: usize,
+    /// Steps of the range test (one rate each, from 1e-7 to 10; default: 400 for RMSProp and SGD, which
+    /// train from scratch, 100 for AdamW, which fine-tunes).
+    #[arg(long)]
+    find_lr_steps: Option<usize>,
     /// Warmup epochs.
     #[arg(long)]
     warmup_epochs: Option<f64>,
@@ -379,15 +380,22 @@ impl Observer for Progress {
     }
 }
 
-/// Runs the learning-rate range test of `config`, with a progress bar, and writes `lr_find.png` and
-/// `lr_find.json` into `folder` (created if missing).
-fn range_test(config: &TrainConfig, steps: usize, folder: &Path, json: bool) -> Result<LrFinding> {
+/// Runs the learning-rate range test of `config` (`steps` long, or the optimizer's length), with a progress
+/// bar, and writes `lr_find.png` and `lr_find.json` into `folder` (created if missing).
+fn range_test(
+    config: &TrainConfig,
+    steps: Option<usize>,
+    folder: &Path,
+    json: bool,
+) -> Result<LrFinding> {
     std::fs::create_dir_all(folder)
         .with_context(|| format!("{}: cannot create the folder", folder.display()))?;
+    let test = RangeTest::for_optimizer(config.optimizer);
     let test = RangeTest {
-        steps,
-        ..RangeTest::default()
+        steps: steps.unwrap_or(test.steps),
+        ..test
     };
+    let steps = test.steps;
     let bar = ProgressBar::new(steps as u64);
     if json {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -417,7 +425,9 @@ fn range_test(config: &TrainConfig, steps: usize, folder: &Path, json: bool) -> 
             },
             finding.suggested,
             match finding.rule {
-                Rule::Minimum => "where the smoothed loss stops falling",
+                Rule::Minimum => {
+                    "fastai's minimum for RMSProp and SGD: a tenth of the rate where the smoothed loss stops falling"
+                }
                 Rule::Valley => "fastai's valley for AdamW: the middle of the longest descent",
             },
             folder.join("lr_find.png").display()
