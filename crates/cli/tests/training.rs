@@ -390,13 +390,20 @@ fn the_range_test_plots_its_rates_and_lr_auto_trains_with_its_suggestion() {
         smoothed[middle].iter().all(|&l| l >= smoothed[at]),
         "{finding}"
     );
-    // With AdamW (the fine-tuning optimizer), fastai's valley.
+    // With AdamW (the fine-tuning optimizer), fastai's valley in fastai's 100 steps by default.
     let adamw = dir.join("adamw");
     let mut args = scratch_args(train, val, adamw.to_str().unwrap());
-    args.extend(["--find-lr", "--find-lr-steps", "30", "--optimizer", "adamw"]);
+    args.extend(["--find-lr", "--optimizer", "adamw"]);
     let valley = json(&effnet(&args));
     assert_eq!(valley["rule"], "valley", "{valley}");
     assert!(valley["suggested"].as_f64().unwrap() > 0.0, "{valley}");
+    let points = valley["points"].as_array().unwrap();
+    assert!(points.len() >= 2 && points.len() <= 100, "{valley}");
+    let step = points[1]["lr"].as_f64().unwrap() / points[0]["lr"].as_f64().unwrap();
+    assert!(
+        (step / 10f64.powf(8.0 / 99.0) - 1.0).abs() < 1e-9,
+        "{valley}"
+    );
     assert!(found.join("lr_find.png").exists());
     assert!(
         !found.join("config.json").exists(),
