@@ -184,7 +184,8 @@ pub fn plot_training_curves(path: &Path, records: &[EpochRecord]) -> Result<()> 
 }
 
 /// Draws the learning-rate range test: the loss of every step and its smoothed curve against the rate
-/// (log scale), with the suggested rate marked; written atomically (PNG).
+/// (log scale), with the suggested rate and the rate at the lowest smoothed loss marked; written atomically
+/// (PNG).
 pub fn plot_lr_find(path: &Path, finding: &LrFinding) -> Result<()> {
     register_fonts();
     let points = &finding.points;
@@ -238,17 +239,29 @@ pub fn plot_lr_find(path: &Path, finding: &LrFinding) -> Result<()> {
             .map_err(draw_error)?
             .label("smoothed")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
-        chart
-            .draw_series(std::iter::once(PathElement::new(
-                vec![
-                    (finding.suggested, low * 0.95),
-                    (finding.suggested, high * 1.05),
-                ],
-                RED.stroke_width(2),
-            )))
-            .map_err(draw_error)?
-            .label(format!("suggested {:.1e}", finding.suggested))
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
+        for (rate, label, colour) in [
+            (
+                finding.lowest,
+                format!("lowest smoothed loss {:.1e}", finding.lowest),
+                RGBColor(120, 120, 120),
+            ),
+            (
+                finding.suggested,
+                format!("suggested {:.1e}", finding.suggested),
+                RED,
+            ),
+        ] {
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![(rate, low * 0.95), (rate, high * 1.05)],
+                    colour.stroke_width(2),
+                )))
+                .map_err(draw_error)?
+                .label(label)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+                });
+        }
         draw_legend(&mut chart)?;
         root.present().map_err(draw_error)
     })?)

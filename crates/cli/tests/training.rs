@@ -365,6 +365,9 @@ fn the_range_test_plots_its_rates_and_lr_auto_trains_with_its_suggestion() {
     let finding = json(&effnet(&args));
     let points = finding["points"].as_array().unwrap();
     assert!(!points.is_empty() && points.len() <= 30, "{finding}");
+    // The same seed retraces the same test, dropout and drop-path masks included.
+    let again = json(&effnet(&args));
+    assert_eq!(again["points"], finding["points"]);
     let rates: Vec<f64> = points.iter().map(|p| p["lr"].as_f64().unwrap()).collect();
     // 1e-7 to 10 in 30 steps: each rate 10^(8/29) times the one before.
     let factor = 10f64.powf(8.0 / 29.0);
@@ -386,6 +389,7 @@ fn the_range_test_plots_its_rates_and_lr_auto_trains_with_its_suggestion() {
         .collect();
     let middle = points.len() / 10..points.len().saturating_sub(5);
     assert!(middle.contains(&at), "{finding}");
+    assert_eq!(finding["lowest"].as_f64().unwrap(), rates[at], "{finding}");
     assert!(
         smoothed[middle].iter().all(|&l| l >= smoothed[at]),
         "{finding}"

@@ -18,7 +18,7 @@
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
 use crate::optim::OptimizerKind;
-use crate::trainer::{prepare, train_step, Prepared};
+use crate::trainer::{prepare, seed_epoch, train_step, Prepared};
 use serde::Serialize;
 
 /// The rates tried.
@@ -71,6 +71,8 @@ pub struct LrFinding {
     pub points: Vec<LrPoint>,
     /// The suggested peak rate.
     pub suggested: f64,
+    /// The rate at the lowest smoothed loss of the middle steps (see [`lowest_rate`]).
+    pub lowest: f64,
     /// How it was chosen.
     pub rule: Rule,
     /// Whether the test stopped early because the loss blew up.
@@ -125,6 +127,19 @@ fn middle(points: &[LrPoint]) -> &[LrPoint] {
     }
 }
 
+/// The rate at the lowest smoothed loss of `points`, leaving out the first tenth and the last five
+/// steps; 0 with no point.
+pub fn lowest_rate(points: &[LrPoint]) -> f64 {
+    lowest(middle(points)).map_or(0.0, |p| p.lr)
+}
+
+/// The point with the lowest smoothed loss.
+fn lowest(points: &[LrPoint]) -> Option<&LrPoint> {
+    points
+        .iter()
+        .min_by(|a, b| a.smoothed.total_cmp(&b.smoothed))
+}
+
 /// The suggested peak rate from `points` by `rule`.
 ///
 /// `Minimum` is a tenth of the rate at the lowest smoothed loss of the middle points. `Valley` finds the
@@ -133,7 +148,7 @@ fn middle(points: &[LrPoint]) -> &[LrPoint] {
 /// start and the minimum's edge; with no fall at all, a tenth of the minimum's rate.
 pub fn suggest(points: &[LrPoint], rule: Rule) -> f64 {
     let kept = middle(points);
-    let Some(lowest) = kept.iter().min_by(|a, b| a.smoothed.total_cmp(&b.smoothed)) else {
+    let Some(lowest) = lowest(kept) else {
         return 0.0;
     };
     if rule == Rule::Minimum {
@@ -188,6 +203,7 @@ pub fn find_lr(
     let mut epoch = 1;
     let on_skip = |_: &std::path::PathBuf, _: &str| {};
     while points.len() < test.steps && !diverged {
+        seed_epoch(&device, config.seed, epoch);
         let mut current = Some(model);
         // An `Err(Stop)` only ends the pass early.
         let _ = loader.for_each_batch(epoch, &on_skip, |batch| -> std::result::Result<(), Stop> {
@@ -235,6 +251,7 @@ pub fn find_lr(
     let rule = Rule::for_optimizer(config.optimizer);
     Ok(LrFinding {
         suggested: suggest(&points, rule),
+        lowest: lowest_rate(&points),
         rule,
         points,
         diverged,
@@ -295,6 +312,8 @@ mod tests {
         edges[1].smoothed = 0.0;
         edges[27].smoothed = 0.0;
         assert!((suggest(&edges, Rule::Minimum) / (points[24].lr / 10.0) - 1.0).abs() < 1e-12);
+        assert!((lowest_rate(&edges) / points[24].lr - 1.0).abs() < 1e-12);
+        assert_eq!(lowest_rate(&[]), 0.0);
         assert_eq!(suggest(&[], Rule::Minimum), 0.0);
     }
 

@@ -424,6 +424,12 @@ pub struct Prepared {
     pub device: Device,
 }
 
+/// Seeds `device`'s random stream (dropout and drop-path masks) for `epoch` of a run seeded `seed`, so
+/// that a run, its resumption and its range test draw the same masks every time.
+pub(crate) fn seed_epoch(device: &Device, seed: u64, epoch: usize) {
+    device.seed(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+}
+
 /// Checks `config`'s options and that its device is available: what a run checks before it reads any
 /// image.
 pub fn check_options(config: &TrainConfig) -> Result<()> {
@@ -520,7 +526,7 @@ pub fn train(run: &RunDir, begin: Begin, observer: &dyn Observer) -> Result<RunS
     let on_skip = |path: &std::path::PathBuf, reason: &str| observer.image_skipped(path, reason);
     for epoch in state.epoch + 1..=config.epochs {
         let started = Instant::now();
-        device.seed(config.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        seed_epoch(&device, config.seed, epoch);
         model = model.with_frozen_backbone(epoch <= config.freeze_epochs);
         observer.epoch_started(epoch, config.epochs, schedule.steps_per_epoch);
         let (mut loss_sum, mut hits, mut seen, mut steps, mut lr) =
