@@ -50,6 +50,13 @@ def parse_point(text):
     return tuple(tuple(item.split("=", 1)) if "=" in item else (item, "") for item in text.split())
 
 
+def point_name(point):
+    """A grid point as the flags it adds, or `defaults`."""
+    if point == "defaults":
+        return point
+    return " ".join(f"--{k.replace('_', '-')} {v}".strip() for k, v in point.items())
+
+
 def report(dirs):
     """One table over the results of several runs: the seeds of each (dataset, point) pooled, the mean
     over the first three seeds run and over all, and the range test's suggestions."""
@@ -66,8 +73,7 @@ def report(dirs):
     print("| dataset | settings | mean of 3 seeds | mean of all | seeds | per seed |\n|---|---|---|---|---|---|")
     for (dataset, point), best in rows.items():
         point = json.loads(point)
-        name = "defaults" if point == "defaults" else " ".join(
-            f"--{k.replace('_', '-')} {v}".strip() for k, v in point.items())
+        name = point_name(point)
         print(f"| {dataset} | {name} | {100 * statistics.mean(best[:3]):.1f}% | {100 * statistics.mean(best):.1f}% "
               f"| {len(best)} | {', '.join(f'{100 * b:.1f}' for b in best)} |")
     for dataset, found in rates.items():
@@ -121,8 +127,7 @@ def main():
             record(a, row)
     print("\n| dataset | settings | mean best val acc | per seed |\n|---|---|---|---|")
     for r in rows:
-        point = "defaults" if r["point"] == "defaults" else " ".join(
-            f"--{k.replace('_', '-')} {v}".strip() for k, v in r["point"].items())
+        point = point_name(r["point"])
         mean = "failed" if r["mean_best"] is None else f"{100 * r['mean_best']:.1f}%"
         print(f"| {r['dataset']} | {point} | {mean} | {', '.join(f'{100 * b:.1f}' for b in r['best'])} |")
 

@@ -241,8 +241,8 @@ pub fn plot_lr_find(path: &Path, finding: &LrFinding) -> Result<()> {
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
         for (rate, label, colour) in [
             (
-                finding.lowest,
-                format!("lowest smoothed loss {:.1e}", finding.lowest),
+                finding.minimum,
+                format!("lowest smoothed loss {:.1e}", finding.minimum),
                 RGBColor(120, 120, 120),
             ),
             (

@@ -389,7 +389,7 @@ fn the_range_test_plots_its_rates_and_lr_auto_trains_with_its_suggestion() {
         .collect();
     let middle = points.len() / 10..points.len().saturating_sub(5);
     assert!(middle.contains(&at), "{finding}");
-    assert_eq!(finding["lowest"].as_f64().unwrap(), rates[at], "{finding}");
+    assert_eq!(finding["minimum"].as_f64().unwrap(), rates[at], "{finding}");
     assert!(
         smoothed[middle].iter().all(|&l| l >= smoothed[at]),
         "{finding}"

@@ -53,13 +53,67 @@ pub struct AutoSettings {
     pub mixup: Option<f64>,
 }
 
+/// A setting `--recipe auto` chooses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Setting {
+    /// The random-resized crop's smallest area.
+    MinCrop,
+    /// Batch-norm momentum.
+    BnMomentum,
+    /// The moving average of the weights.
+    Ema,
+    /// RandAugment.
+    RandAugment,
+    /// Dropout before the classifier.
+    Dropout,
+    /// Drop-path.
+    DropPath,
+    /// Mixup.
+    Mixup,
+    /// CutMix.
+    Cutmix,
+    /// Horizontal flips.
+    Flip,
+}
+
+impl Setting {
+    /// Its name for people.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::MinCrop => "smallest crop",
+            Self::BnMomentum => "batch-norm momentum",
+            Self::Ema => "weight average",
+            Self::RandAugment => "RandAugment",
+            Self::Dropout => "dropout",
+            Self::DropPath => "drop-path",
+            Self::Mixup => "mixup",
+            Self::Cutmix => "CutMix",
+            Self::Flip => "horizontal flips",
+        }
+    }
+
+    /// The `effnet train` flag that overrides it.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Self::MinCrop => "--min-crop",
+            Self::BnMomentum => "--bn-momentum",
+            Self::Ema => "--ema / --no-ema",
+            Self::RandAugment => "--rand-augment",
+            Self::Dropout => "--dropout",
+            Self::DropPath => "--drop-path",
+            Self::Mixup => "--mixup",
+            Self::Cutmix => "--cutmix",
+            Self::Flip => "--no-flip",
+        }
+    }
+}
+
 /// One choice and why.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Choice {
     /// What is chosen.
-    pub setting: &'static str,
-    /// The flag that overrides it.
-    pub flag: &'static str,
+    pub setting: Setting,
     /// The value chosen.
     pub value: String,
     /// Why.
@@ -134,8 +188,7 @@ pub fn auto_settings(facts: &DataFacts) -> (AutoSettings, Vec<Choice>) {
     };
     let choices = vec![
         Choice {
-            setting: "smallest crop",
-            flag: "--min-crop",
+            setting: Setting::MinCrop,
             value: format!("{min_crop}"),
             reason: format!(
                 "{source}: the smallest random crop keeps {:.0}% of the area (ImageNet's 8% is for 224 px; smaller images have less to crop away)",
@@ -143,8 +196,7 @@ pub fn auto_settings(facts: &DataFacts) -> (AutoSettings, Vec<Choice>) {
             ),
         },
         Choice {
-            setting: "batch-norm momentum",
-            flag: "--bn-momentum",
+            setting: Setting::BnMomentum,
             value: format!("{bn_momentum}"),
             reason: format!(
                 "{steps} optimizer steps: batch-norm statistics average over about {:.0} steps, at most a hundredth of the run",
@@ -152,8 +204,7 @@ pub fn auto_settings(facts: &DataFacts) -> (AutoSettings, Vec<Choice>) {
             ),
         },
         Choice {
-            setting: "weight average",
-            flag: "--ema / --no-ema",
+            setting: Setting::Ema,
             value: ema.map_or("off".into(), |d| format!("{d}")),
             reason: if ema.is_some() {
                 format!("{steps} steps: long enough for a moving average of the weights to help")
@@ -162,8 +213,7 @@ pub fn auto_settings(facts: &DataFacts) -> (AutoSettings, Vec<Choice>) {
             },
         },
         Choice {
-            setting: "RandAugment",
-            flag: "--rand-augment",
+            setting: Setting::RandAugment,
             value: rand_augment.map_or("off".into(), |m| format!("2,{m}")),
             reason: match rand_augment {
                 Some(_) => format!(
@@ -175,8 +225,7 @@ pub fn auto_settings(facts: &DataFacts) -> (AutoSettings, Vec<Choice>) {
             },
         },
         Choice {
-            setting: "dropout",
-            flag: "--dropout",
+            setting: Setting::Dropout,
             value: format!("{dropout}"),
             reason: format!(
                 "{size} px: EfficientNetV2 grows dropout from {SMALLEST_DROPOUT} at {SMALLEST_SIZE} px to the network's own ({}) at {} px",
@@ -185,28 +234,24 @@ pub fn auto_settings(facts: &DataFacts) -> (AutoSettings, Vec<Choice>) {
             ),
         },
         Choice {
-            setting: "drop-path",
-            flag: "--drop-path",
+            setting: Setting::DropPath,
             value: format!("{}", facts.drop_path),
             reason: "the network's own: EfficientNetV2 keeps it whatever the size".into(),
         },
         Choice {
-            setting: "mixup",
-            flag: "--mixup",
+            setting: Setting::Mixup,
             value: mixup.map_or("off".into(), |a| format!("{a}")),
             reason: format!(
                 "{size} px, {per_class} images per class: mixup from {MIXUP_FROM_SIZE} px with {MIXUP_FROM_IMAGES_PER_CLASS} images per class, as EfficientNetV2 mixes only its larger networks on ImageNet"
             ),
         },
         Choice {
-            setting: "CutMix",
-            flag: "--cutmix",
+            setting: Setting::Cutmix,
             value: "off".into(),
             reason: "neither the official nor EfficientNetV2's recipe uses it".into(),
         },
         Choice {
-            setting: "horizontal flips",
-            flag: "--no-flip",
+            setting: Setting::Flip,
             value: "on".into(),
             reason: "effnet cannot know whether orientation matters for your classes".into(),
         },
@@ -259,35 +304,35 @@ fn facts_of(config: &TrainConfig, data: &Datasets) -> DataFacts {
     }
 }
 
-/// Sets `config`'s settings to `--recipe auto`'s choices for its training images, except those whose
-/// flag `given` says the user gave; returns the choices applied.
-pub fn choose(config: &mut TrainConfig, given: &dyn Fn(&str) -> bool) -> Result<Vec<Choice>> {
+/// Sets `config`'s settings to `--recipe auto`'s choices for its training images, except those `given`
+/// says the user set; returns the choices applied.
+pub fn choose(config: &mut TrainConfig, given: &dyn Fn(Setting) -> bool) -> Result<Vec<Choice>> {
     let data = Datasets::open(config)?;
     let (settings, choices) = auto_settings(&facts_of(config, &data));
     Ok(apply(config, &settings, choices, given))
 }
 
-/// Sets the settings of `config` that `choices` name to `settings`, except those whose flag `given` says
-/// the user gave; returns the choices applied.
+/// Sets the settings of `config` that `choices` name to `settings`, except those `given` says the user
+/// set; returns the choices applied.
 fn apply(
     config: &mut TrainConfig,
     settings: &AutoSettings,
     choices: Vec<Choice>,
-    given: &dyn Fn(&str) -> bool,
+    given: &dyn Fn(Setting) -> bool,
 ) -> Vec<Choice> {
-    let applied: Vec<Choice> = choices.into_iter().filter(|c| !given(c.flag)).collect();
+    let applied: Vec<Choice> = choices.into_iter().filter(|c| !given(c.setting)).collect();
     for choice in &applied {
-        match choice.flag {
-            "--min-crop" => config.min_crop = settings.min_crop,
-            "--bn-momentum" => config.bn_momentum = settings.bn_momentum,
-            "--ema / --no-ema" => config.ema = settings.ema,
-            "--rand-augment" => {
+        match choice.setting {
+            Setting::MinCrop => config.min_crop = settings.min_crop,
+            Setting::BnMomentum => config.bn_momentum = settings.bn_momentum,
+            Setting::Ema => config.ema = settings.ema,
+            Setting::RandAugment => {
                 config.rand_augment = settings.rand_augment.map(|m| RandAugmentConfig { n: 2, m });
             }
-            "--dropout" => config.dropout = Some(settings.dropout),
-            "--mixup" => config.mixing.mixup = settings.mixup,
+            Setting::Dropout => config.dropout = Some(settings.dropout),
+            Setting::Mixup => config.mixing.mixup = settings.mixup,
             // Drop-path stays the network's, CutMix off and flips on: what the recipe already has.
-            _ => {}
+            Setting::DropPath | Setting::Cutmix | Setting::Flip => {}
         }
     }
     applied
@@ -390,7 +435,10 @@ mod tests {
         // The images' own size counts.
         let (s, choices) = auto_settings(&facts(300, Some(200), 50_000, 30));
         assert_eq!(s.mixup, None);
-        let mixup = choices.iter().find(|c| c.flag == "--mixup").unwrap();
+        let mixup = choices
+            .iter()
+            .find(|c| c.setting == Setting::Mixup)
+            .unwrap();
         assert!(
             mixup.reason.starts_with("200 px, 5000 images per class"),
             "{mixup:?}"
@@ -448,7 +496,7 @@ mod tests {
     #[test]
     fn the_choices_name_their_flags_and_flips_stay_on() {
         let (_, choices) = auto_settings(&facts(64, None, 1000, 5));
-        let flags: Vec<&str> = choices.iter().map(|c| c.flag).collect();
+        let flags: Vec<&str> = choices.iter().map(|c| c.setting.flag()).collect();
         assert_eq!(
             flags,
             [

@@ -72,7 +72,7 @@ pub struct LrFinding {
     /// The suggested peak rate.
     pub suggested: f64,
     /// The rate at the lowest smoothed loss of the middle steps (see [`lowest_rate`]).
-    pub lowest: f64,
+    pub minimum: f64,
     /// How it was chosen.
     pub rule: Rule,
     /// Whether the test stopped early because the loss blew up.
@@ -251,7 +251,7 @@ pub fn find_lr(
     let rule = Rule::for_optimizer(config.optimizer);
     Ok(LrFinding {
         suggested: suggest(&points, rule),
-        lowest: lowest_rate(&points),
+        minimum: lowest_rate(&points),
         rule,
         points,
         diverged,

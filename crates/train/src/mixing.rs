@@ -92,20 +92,20 @@ fn cutmix(batch: &mut Batch, (top, left, bottom, right): (usize, usize, usize, u
 
 /// Mixes `batch` as `mixing` says, recording the weight of each image's own label in `batch.mix`.
 pub fn mix_batch(batch: &mut Batch, mixing: &Mixing, rng: &mut impl Rng) {
-    let use_cutmix = match (mixing.mixup, mixing.cutmix) {
+    let (alpha, use_cutmix) = match (mixing.mixup, mixing.cutmix) {
         (None, None) => return,
-        (Some(_), None) => false,
-        (None, Some(_)) => true,
-        (Some(_), Some(_)) => rng.random_bool(0.5),
+        (Some(mixup), None) => (mixup, false),
+        (None, Some(cutmix)) => (cutmix, true),
+        (Some(_), Some(cutmix)) if rng.random_bool(0.5) => (cutmix, true),
+        (Some(mixup), Some(_)) => (mixup, false),
     };
+    let drawn = draw_lambda(alpha, rng);
     let lambda = if use_cutmix {
-        let drawn = draw_lambda(mixing.cutmix.expect("chosen when on"), rng);
         let cut = cut_box(batch.size, drawn, rng);
         cutmix(batch, cut)
     } else {
-        let lambda = draw_lambda(mixing.mixup.expect("chosen when on"), rng);
-        mixup(batch, lambda as f32);
-        lambda
+        mixup(batch, drawn as f32);
+        drawn
     };
     batch.mix = Some(lambda as f32);
 }

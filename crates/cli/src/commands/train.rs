@@ -10,7 +10,7 @@ use crate::weights_args::fetch_weights;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use effnet_arch::scaling::compound;
-use effnet_train::auto::{choose, Choice};
+use effnet_train::auto::{choose, Choice, Setting};
 use effnet_train::config::{RandAugmentConfig, Recipe, TrainConfig};
 use effnet_train::evaluate::Evaluation;
 use effnet_train::lr_find::{find_lr, LrFinding, RangeTest, Rule};
@@ -293,17 +293,16 @@ impl TrainArgs {
     /// the images.
     fn auto_recipe(&self, config: &mut TrainConfig) -> Result<Vec<Choice>> {
         check_options(config)?;
-        let given = |flag: &str| match flag {
-            "--min-crop" => self.min_crop.is_some(),
-            "--bn-momentum" => self.bn_momentum.is_some(),
-            "--ema / --no-ema" => self.ema.is_some() || self.no_ema,
-            "--rand-augment" => self.rand_augment.is_some(),
-            "--dropout" => self.dropout.is_some(),
-            "--drop-path" => self.drop_path.is_some(),
-            "--mixup" => self.mixup.is_some(),
-            "--cutmix" => self.cutmix.is_some(),
-            "--no-flip" => self.no_flip,
-            _ => false,
+        let given = |setting| match setting {
+            Setting::MinCrop => self.min_crop.is_some(),
+            Setting::BnMomentum => self.bn_momentum.is_some(),
+            Setting::Ema => self.ema.is_some() || self.no_ema,
+            Setting::RandAugment => self.rand_augment.is_some(),
+            Setting::Dropout => self.dropout.is_some(),
+            Setting::DropPath => self.drop_path.is_some(),
+            Setting::Mixup => self.mixup.is_some(),
+            Setting::Cutmix => self.cutmix.is_some(),
+            Setting::Flip => self.no_flip,
         };
         Ok(choose(config, &given)?)
     }
@@ -390,13 +389,11 @@ fn range_test(
 ) -> Result<LrFinding> {
     std::fs::create_dir_all(folder)
         .with_context(|| format!("{}: cannot create the folder", folder.display()))?;
-    let test = RangeTest::for_optimizer(config.optimizer);
-    let test = RangeTest {
-        steps: steps.unwrap_or(test.steps),
-        ..test
-    };
-    let steps = test.steps;
-    let bar = ProgressBar::new(steps as u64);
+    let mut test = RangeTest::for_optimizer(config.optimizer);
+    if let Some(steps) = steps {
+        test.steps = steps;
+    }
+    let bar = ProgressBar::new(test.steps as u64);
     if json {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
@@ -416,13 +413,14 @@ fn range_test(
     )?;
     if !json {
         println!(
-            "range test: {} steps{}; suggested lr {:.2e} ({}); plot: {}",
+            "range test: {} steps{}; smoothed loss lowest at lr {:.2e}; suggested lr {:.2e} ({}); plot: {}",
             finding.points.len(),
             if finding.diverged {
                 " (stopped: the loss blew up)"
             } else {
                 ""
             },
+            finding.minimum,
             finding.suggested,
             match finding.rule {
                 Rule::Minimum => {
@@ -449,7 +447,13 @@ pub fn run(args: &TrainArgs, json: bool) -> Result<()> {
         if !json && !choices.is_empty() {
             println!("recipe auto (any flag overrides these):");
             for c in &choices {
-                println!("  {} {} ({}): {}", c.setting, c.value, c.flag, c.reason);
+                println!(
+                    "  {} {} ({}): {}",
+                    c.setting.name(),
+                    c.value,
+                    c.setting.flag(),
+                    c.reason
+                );
             }
         }
         if args.find_lr || args.lr.as_deref() == Some("auto") {

@@ -6,7 +6,7 @@ use super::{
     base_network, open, CandidateResult, Failure, Regularisation, Search, SearchConfig, SearchDir,
     SearchObserver, FIXED_BN_MOMENTUM,
 };
-use crate::auto::choose;
+use crate::auto::{choose, Setting};
 use crate::config::{Recipe, TrainConfig};
 use crate::error::{Result, TrainError};
 use crate::run::{read_json, write_json, RunDir};
@@ -153,7 +153,7 @@ fn candidate_config(
     train_config.network = Some(network);
     train_config.workers = (train_config.workers / sharing).max(1);
     if config.regularisation == Regularisation::Scaled {
-        let given = |flag: &str| flag == "--bn-momentum" && config.bn_momentum.is_some();
+        let given = |setting| setting == Setting::BnMomentum && config.bn_momentum.is_some();
         choose(&mut train_config, &given)?;
     }
     Ok(train_config)
