@@ -184,8 +184,8 @@ pub fn plot_training_curves(path: &Path, records: &[EpochRecord]) -> Result<()> 
 }
 
 /// Draws the learning-rate range test: the loss of every step and its smoothed curve against the rate
-/// (log scale), with the suggested rate and the rate at the lowest smoothed loss marked; written atomically
-/// (PNG).
+/// (log scale), with the suggested rate and the rate at the lowest smoothed loss within two decades of the
+/// last rate marked; written atomically (PNG).
 pub fn plot_lr_find(path: &Path, finding: &LrFinding) -> Result<()> {
     register_fonts();
     let points = &finding.points;
@@ -242,7 +242,10 @@ pub fn plot_lr_find(path: &Path, finding: &LrFinding) -> Result<()> {
         for (rate, label, colour) in [
             (
                 finding.minimum,
-                format!("lowest smoothed loss {:.1e}", finding.minimum),
+                format!(
+                    "lowest smoothed loss, last two decades: {:.1e}",
+                    finding.minimum
+                ),
                 RGBColor(120, 120, 120),
             ),
             (

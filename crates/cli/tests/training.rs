@@ -376,7 +376,7 @@ fn the_range_test_plots_its_rates_and_lr_auto_trains_with_its_suggestion() {
         .windows(2)
         .all(|w| (w[1] / w[0] / factor - 1.0).abs() < 1e-9));
     // With RMSProp the suggestion is a tenth of a rate tried, the one with the lowest smoothed loss away
-    // from the first tenth and the last five steps.
+    // from the first tenth and the last five steps, among the rates within two decades of the last.
     assert_eq!(finding["rule"], "minimum");
     let suggested = finding["suggested"].as_f64().unwrap();
     let at = rates
@@ -387,7 +387,11 @@ fn the_range_test_plots_its_rates_and_lr_auto_trains_with_its_suggestion() {
         .iter()
         .map(|p| p["smoothed"].as_f64().unwrap())
         .collect();
-    let middle = points.len() / 10..points.len().saturating_sub(5);
+    let last = *rates.last().unwrap();
+    let start = (points.len() / 10..)
+        .find(|&i| rates[i] >= last / 100.0)
+        .unwrap();
+    let middle = start..points.len().saturating_sub(5);
     assert!(middle.contains(&at), "{finding}");
     assert_eq!(finding["minimum"].as_f64().unwrap(), rates[at], "{finding}");
     assert!(

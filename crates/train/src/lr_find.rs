@@ -7,7 +7,8 @@
 //! [`RangeTest::for_optimizer`]). For AdamW, the fine-tuning optimizer, the test is fastai's 100 steps
 //! and the suggestion fastai's `valley`, the middle of the longest descent, which fastai tunes for
 //! fine-tuning with Adam. For RMSProp and SGD, which train from scratch, the test takes 400 steps and the
-//! suggestion is fastai's `minimum`, a tenth of the rate at the lowest smoothed loss. A network trained
+//! suggestion is fastai's `minimum`, a tenth of the rate at the lowest smoothed loss within two decades
+//! of the last rate tried (see [`REACH`]). A network trained
 //! from scratch needs far more steps than a pretrained one before its loss answers the rate: in 100 steps
 //! (12 per decade of rates) its loss hardly falls before it blows up, as Smith's original test, which
 //! ran for several epochs, avoided. Measured against grids of rates on small datasets
@@ -127,10 +128,35 @@ fn middle(points: &[LrPoint]) -> &[LrPoint] {
     }
 }
 
+/// How far below the last rate tried the lowest smoothed loss is looked for: two decades.
+///
+/// From scratch the loss often falls twice: a first dip two to three decades below the blow-up, where
+/// the network shrinks the large logits of its initial classifier, a rise where the rate first grows
+/// too large, and a second dip just before the blow-up. Smith's maximum rate is where the loss stops
+/// falling before it blows up, the second dip; the first can be lower in a noisy test (small batches),
+/// and a tenth of it is then far too low a rate. On the recipe benchmark the second dip lay well within
+/// two decades of the last rate and the first well outside them (`docs/recipes.md`).
+pub const REACH: f64 = 100.0;
+
+/// The middle points whose rate is at least the last rate tried divided by [`REACH`], or all the
+/// middle points when none is.
+fn near_the_end(points: &[LrPoint]) -> &[LrPoint] {
+    let kept = middle(points);
+    let Some(last) = points.last() else {
+        return kept;
+    };
+    let first = kept.partition_point(|p| p.lr < last.lr / REACH);
+    if first < kept.len() {
+        &kept[first..]
+    } else {
+        kept
+    }
+}
+
 /// The rate at the lowest smoothed loss of `points`, leaving out the first tenth and the last five
-/// steps; 0 with no point.
+/// steps and the rates more than [`REACH`] times below the last; 0 with no point.
 pub fn lowest_rate(points: &[LrPoint]) -> f64 {
-    lowest(middle(points)).map_or(0.0, |p| p.lr)
+    lowest(near_the_end(points)).map_or(0.0, |p| p.lr)
 }
 
 /// The point with the lowest smoothed loss.
@@ -142,18 +168,16 @@ fn lowest(points: &[LrPoint]) -> Option<&LrPoint> {
 
 /// The suggested peak rate from `points` by `rule`.
 ///
-/// `Minimum` is a tenth of the rate at the lowest smoothed loss of the middle points. `Valley` finds the
-/// longest run of middle points whose smoothed losses keep falling (a longest decreasing subsequence) and
-/// takes the point half-way through its middle third, still on the descent and clear of both the flat
-/// start and the minimum's edge; with no fall at all, a tenth of the minimum's rate.
+/// `Minimum` is a tenth of [`lowest_rate`]. `Valley` finds the longest run of middle points whose
+/// smoothed losses keep falling (a longest decreasing subsequence) and takes the point half-way through
+/// its middle third, still on the descent and clear of both the flat start and the minimum's edge; with
+/// no fall at all, a tenth of [`lowest_rate`].
 pub fn suggest(points: &[LrPoint], rule: Rule) -> f64 {
-    let kept = middle(points);
-    let Some(lowest) = lowest(kept) else {
-        return 0.0;
-    };
+    let minimum = lowest_rate(points) / 10.0;
     if rule == Rule::Minimum {
-        return lowest.lr / 10.0;
+        return minimum;
     }
+    let kept = middle(points);
     let n = kept.len();
     let mut run = vec![1usize; n];
     let (mut start, mut end) = (0, 0);
@@ -169,7 +193,7 @@ pub fn suggest(points: &[LrPoint], rule: Rule) -> f64 {
         }
     }
     if end == start {
-        return lowest.lr / 10.0;
+        return minimum;
     }
     let third = (end - start) as f64 / 3.0;
     let index = start + third as usize + (third / 2.0) as usize;
@@ -315,6 +339,31 @@ mod tests {
         assert!((lowest_rate(&edges) / points[24].lr - 1.0).abs() < 1e-12);
         assert_eq!(lowest_rate(&[]), 0.0);
         assert_eq!(suggest(&[], Rule::Minimum), 0.0);
+    }
+
+    #[test]
+    fn the_minimum_is_looked_for_within_two_decades_of_the_last_rate() {
+        // The last rate is step 29's, 1e-6 * 10^5.8; two decades below it is step 19's.
+        let points = valley_curve();
+        // A lower first dip at step 12, 10^3.4 times below the last rate, is left out...
+        let mut early = points.clone();
+        early[12].smoothed = 0.1;
+        assert!((lowest_rate(&early) / points[24].lr - 1.0).abs() < 1e-12);
+        assert!((suggest(&early, Rule::Minimum) / (points[24].lr / 10.0) - 1.0).abs() < 1e-12);
+        // ...and one at step 20, just within two decades of it, is taken.
+        let mut near = points.clone();
+        near[20].smoothed = 0.1;
+        assert!((lowest_rate(&near) / points[20].lr - 1.0).abs() < 1e-12);
+        // When no middle step lies within two decades of the last rate (rates 1,000 times apart), the
+        // lowest of all the middle steps counts.
+        let sparse: Vec<LrPoint> = (0..10)
+            .map(|i| LrPoint {
+                lr: 1e-9 * 1000f64.powi(i),
+                loss: 1.0,
+                smoothed: if i == 3 { 0.5 } else { 1.0 },
+            })
+            .collect();
+        assert!((lowest_rate(&sparse) / sparse[3].lr - 1.0).abs() < 1e-12);
     }
 
     #[test]

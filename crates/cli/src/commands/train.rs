@@ -413,7 +413,7 @@ fn range_test(
     )?;
     if !json {
         println!(
-            "range test: {} steps{}; smoothed loss lowest at lr {:.2e}; suggested lr {:.2e} ({}); plot: {}",
+            "range test: {} steps{}; smoothed loss lowest at lr {:.2e} (within two decades of the last rate); suggested lr {:.2e} ({}); plot: {}",
             finding.points.len(),
             if finding.diverged {
                 " (stopped: the loss blew up)"
@@ -424,7 +424,7 @@ fn range_test(
             finding.suggested,
             match finding.rule {
                 Rule::Minimum => {
-                    "fastai's minimum for RMSProp and SGD: a tenth of the rate where the smoothed loss stops falling"
+                    "fastai's minimum for RMSProp and SGD: a tenth of the rate where the smoothed loss stops falling before it blows up"
                 }
                 Rule::Valley => "fastai's valley for AdamW: the middle of the longest descent",
             },
