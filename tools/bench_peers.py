@@ -2,17 +2,21 @@
 """Times EfficientNet in ONNX Runtime and PyTorch against `effnet bench`, side by side in one run, on the same
 architecture, batch, resolution and thread count, with the same random weights.
 
-The ONNX graph and the PyTorch module are both built from the architecture rules in tools/reference.py, with
-explicit TF-"SAME" pads, batch norm, swish, squeeze-excite and residuals. The model `effnet export` writes for
-the same weights runs in ONNX Runtime too, as a third peer, and its time is reported against the built graph's. PyTorch runs channels_last. With
---train, PyTorch's training step (forward, label-smoothed cross-entropy, backward, RMSprop with the official
-hyper-parameters) is timed against `effnet bench --train`. A peer that is not installed is skipped.
+The ONNX graph is built from the architecture rules in tools/reference.py, with explicit TF-"SAME" pads,
+batch norm, swish, squeeze-excite and residuals. The model `effnet export` writes for the same weights runs in
+ONNX Runtime too, as a third peer, and its time is reported against the built graph's. The PyTorch peer is
+torchvision's own EfficientNet (B0..B7) when torchvision is installed, in its fastest ordinary configuration
+(channels_last, inference_mode); otherwise a module built from tools/reference.py, labelled as the fallback.
+With --train, PyTorch's training step (forward, label-smoothed cross-entropy, backward, RMSprop with the
+official hyper-parameters) is timed against `effnet bench --train`. A peer that is not installed is skipped.
+A peer that takes 4 times the fastest peer's time, or twice its own time in the last run of the same
+configuration (kept in --history), is flagged as pathological instead of trusted.
 
 Each peer is timed in --rounds alternating rounds, each round's peer runs followed at once by effnet's, and
 the ratio reported is the median of the per-round ratios: on a shared machine whose speed drifts by tens of
 percent from minute to minute, a ratio of two runs minutes apart says more about the drift than the code.
 
-    pip install numpy onnx onnxruntime        # PyTorch: pip install torch, or Debian's python3-torch
+    pip install numpy onnx onnxruntime        # PyTorch: pip install torch torchvision
     cargo build --release
     python3 tools/bench_peers.py --model b0 --batch 1 --threads 2
     python3 tools/bench_peers.py --model b0 --batch 8 --threads 2 --train
@@ -258,9 +262,27 @@ def torch_model(model, torch):
     return Net()
 
 
-def bench_torch(torch, model, x, args):
+def torch_peer(torch, model):
+    """The PyTorch peer: torchvision's own EfficientNet for `model` when torchvision is installed and has it
+    (B0..B7, its own random initialisation and symmetric padding, as its users run it), else the module
+    built from tools/reference.py (TF-"SAME" pads done by hand, which costs a pad per convolution), labelled
+    as the fallback. Returns (label, function building the module)."""
+    version = f"pytorch {torch.__version__.split('+')[0]}"
+    try:
+        import torchvision
+    except ImportError:
+        torchvision = None
+    constructor = getattr(torchvision.models, f"efficientnet_{model}", None) if torchvision else None
+    if constructor is not None:
+        label = f"{version} + torchvision {torchvision.__version__.split('+')[0]} efficientnet_{model}"
+        return label, lambda: constructor(weights=None)
+    why = "torchvision not installed" if torchvision is None else f"torchvision has no {model}"
+    return f"{version}, reference-built module (fallback: {why})", lambda: torch_model(model, torch)
+
+
+def bench_torch(torch, build, x, args):
     torch.set_num_threads(args.threads)
-    net = torch_model(model, torch).to(memory_format=torch.channels_last)
+    net = build().to(memory_format=torch.channels_last)
     a = np.ascontiguousarray(x, dtype=np.float32)
     batch = torch.frombuffer(bytearray(a.tobytes()), dtype=torch.float32).reshape(a.shape)
     batch = batch.contiguous(memory_format=torch.channels_last)
@@ -298,13 +320,16 @@ def main():
     ap.add_argument("--min-seconds", type=float, default=3.0)
     ap.add_argument("--train", action="store_true", help="time training steps instead of inference")
     ap.add_argument("--train-steps", type=int, default=5)
+    ap.add_argument("--resolution", type=int, default=0, help="input size (default: the model's own)")
+    ap.add_argument("--history", default=os.path.join(ROOT, "target", "bench_peers_history.json"),
+                    help="where each peer's last median time is kept, to flag a peer much slower than last time")
     ap.add_argument("--rounds", type=int, default=3, help="alternating peer / effnet rounds")
     ap.add_argument("--isa", default="",
                     help="comma-separated instruction sets to time effnet on in each round (EFFNET_ISA: "
                          "avx512, avx2, neon, portable); default: the fastest this CPU runs")
     args = ap.parse_args()
     isas = [isa for isa in args.isa.split(",") if isa] or [None]
-    res = reference.NETS[args.model][2]
+    res = args.resolution or reference.NETS[args.model][2]
     x = reference.hash_input(res).astype(np.float32)[None].repeat(args.batch, axis=0)
     # The peers are timed in alternating rounds, each one's runs next to effnet's, so that a slow spell of a
     # shared machine lands on both sides of a ratio; the table gives per-peer medians over the rounds and
@@ -323,7 +348,8 @@ def main():
     if torch is None:
         print("torch not installed: skipped")
     else:
-        peers.append((f"pytorch {torch.__version__.split('+')[0]}", lambda: bench_torch(torch, args.model, x, args)))
+        label, build = torch_peer(torch, args.model)
+        peers.append((label, lambda: bench_torch(torch, build, x, args)))
     times = {name: [] for name, _ in peers}
     ratios = {(name, isa): [] for name, _ in peers for isa in isas}
     ours_all = {isa: [] for isa in isas}
@@ -355,6 +381,46 @@ def main():
         for name, _ in peers:
             r = ratios[(name, isa)]
             print(f"    / {name:14s} time {med(r):5.2f}   (rounds: {' '.join(f'{v:.2f}' for v in r)})")
+    medians = {name: med(t) for name, t in times.items()}
+    for warning in pathologies(medians, args, res):
+        print(f"  WARNING: {warning}")
+
+
+# A peer this many times slower than the fastest other peer, or than its own last run of the same
+# configuration, is more likely on a slow path (a missing kernel, a layout copy, a debug build) than a fair
+# comparison, and a ratio against it would flatter effnet. Eager PyTorch pays a dispatch per operation that
+# a graph runtime does not, so at batch 1 it normally takes two to three times ONNX Runtime's time; against
+# its own last run the bar is lower.
+SLOWER_THAN_PEER = 4.0
+SLOWER_THAN_LAST = 2.0
+
+
+def pathologies(medians, args, res):
+    """Warnings for peers that look pathological, and the medians recorded in --history for next time."""
+    warnings = []
+    fastest = min(medians.items(), key=lambda kv: kv[1], default=None)
+    for name, ms in medians.items():
+        if fastest and name != fastest[0] and ms > SLOWER_THAN_PEER * fastest[1]:
+            warnings.append(f"{name} took {ms / fastest[1]:.1f}x the time of {fastest[0]}: it looks pathological, "
+                            "so effnet's ratio against it says little")
+    key = f"{args.model}@{res} batch {args.batch} threads {args.threads} {'train' if args.train else 'infer'}"
+    try:
+        with open(args.history) as f:
+            history = json.load(f)
+    except (OSError, ValueError):
+        history = {}
+    last = history.get(key, {})
+    for name, ms in medians.items():
+        if name in last and ms > SLOWER_THAN_LAST * last[name]:
+            warnings.append(f"{name} took {ms / last[name]:.1f}x its time of the last run ({last[name]:.1f} ms): "
+                            "it looks pathological, or the machine is much busier")
+    history[key] = {**last, **medians}
+    os.makedirs(os.path.dirname(os.path.abspath(args.history)), exist_ok=True)
+    tmp = args.history + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(history, f, indent=1)
+    os.replace(tmp, args.history)
+    return warnings
 
 
 if __name__ == "__main__":
