@@ -34,7 +34,7 @@ pub struct BenchArgs {
     /// Time training steps (forward, backward, TF-RMSProp update on the burn CPU backend) instead of
     /// inference; --runs steps after one warm-up step.
     #[arg(long)]
-    train: bool,
+    pub train: bool,
 }
 
 /// The plan's memory figure for what was run next to the process's measured peak.
