@@ -83,24 +83,6 @@ fn restore_default_sigpipe() {
     }
 }
 
-/// Keeps freed memory in the process for the next allocation instead of handing it back to the system,
-/// with glibc, for the commands that train. A training step frees and allocates the same large
-/// activation and gradient buffers every step, and glibc serves each buffer above its mapping threshold
-/// (at most 32 MiB) with a fresh mapping whose pages the kernel faults in and zeroes again, step after
-/// step. Served from the heap and never trimmed, the buffers are reused instead, and a training step's
-/// peak stays the same. Inference allocates its arena once, and there the heap's fragments of loading
-/// the weights would outlive the loading and raise the peak above the plan, so it keeps glibc's
-/// default. Other C libraries keep their own policy.
-fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: `mallopt` only sets the allocator's parameters; called at start-up, before any thread
-    // exists. A refused setting leaves glibc's default, which is only slower.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_MAX, 0);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX);
-    }
-}
-
 /// The most worker threads per core `--threads` accepts: more only adds switching between them.
 const MAX_THREADS_PER_CORE: usize = 8;
 
@@ -110,7 +92,8 @@ fn main() -> ExitCode {
     if matches!(&cli.command, Command::Train(_) | Command::Search(_))
         || matches!(&cli.command, Command::Bench(args) if args.train)
     {
-        keep_freed_memory();
+        // Before any thread exists: training reuses its large buffers instead of faulting them in again.
+        effnet_train::allocator::keep_freed_memory();
     }
     if let Some(threads) = cli.threads {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -2,6 +2,7 @@
 //! (TF-style RMSProp, warmup + exponential decay, EMA, label smoothing, drop-path), fine-tuning defaults,
 //! image-folder datasets with augmentation, checkpoints that resume exactly, and evaluation.
 
+pub mod allocator;
 pub mod auto;
 pub mod batches;
 pub mod config;

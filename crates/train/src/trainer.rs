@@ -320,35 +320,70 @@ impl Accelerator {
 /// RMSProp's mean square and momentum (it keeps no moving average).
 pub const TIMED_STEP_PARAMETER_COPIES: u64 = 4;
 
+/// Training steps of a network on a fixed random batch, for timing: the model, its TF-RMSProp optimizer
+/// and the batch are built once, and each [`TimedSteps::step`] runs one forward, backward and update.
+pub struct TimedSteps {
+    model: Option<EfficientNet>,
+    optimizer: ModuleOptimizer,
+    images: Vec<f32>,
+    labels: Vec<usize>,
+    size: usize,
+    device: Device,
+}
+
+impl TimedSteps {
+    /// `plan` with its initial random weights (seed 0), and `batch` images of fixed random values at the
+    /// plan's resolution with labels cycling through the classes.
+    pub fn new(plan: &Plan, batch: usize) -> Result<Self> {
+        let base = Accelerator::Cpu.device()?;
+        let device = base.clone().autodiff();
+        let model = EfficientNet::trainable(plan, &initial_weights(plan, 0), &base)?;
+        let size = plan.config.resolution as usize;
+        Ok(Self {
+            model: Some(model),
+            optimizer: crate::optim::OptimizerKind::Rmsprop.init(1e-5),
+            labels: (0..batch)
+                .map(|i| i % plan.config.num_classes as usize)
+                .collect(),
+            images: (0..batch * 3 * size * size)
+                .map(|i| ((i * 7919) % 255) as f32 / 127.5 - 1.0)
+                .collect(),
+            size,
+            device,
+        })
+    }
+
+    /// One training step (forward, label-smoothed loss, backward, update at rate 1e-3); returns its loss.
+    pub fn step(&mut self) -> f64 {
+        let batch = Batch {
+            images: self.images.clone(),
+            labels: self.labels.clone(),
+            size: self.size,
+            mix: None,
+        };
+        let model = self
+            .model
+            .take()
+            .expect("the model is put back after every step");
+        let (model, loss, _) =
+            train_step(model, &mut self.optimizer, batch, 1e-3, 0.1, &self.device);
+        self.model = Some(model);
+        loss
+    }
+}
+
 /// Times `steps` training steps (forward, backward, optimizer) of `plan` at `batch` images on random data,
 /// after one warm-up step; returns the median seconds per step.
 pub fn time_train_steps(plan: &Plan, batch: usize, steps: usize) -> Result<f64> {
-    let base = Accelerator::Cpu.device()?;
-    let device = base.clone().autodiff();
-    let mut model = EfficientNet::trainable(plan, &initial_weights(plan, 0), &base)?;
-    let mut optimizer = crate::optim::OptimizerKind::Rmsprop.init(1e-5);
-    let size = plan.config.resolution as usize;
-    let labels: Vec<usize> = (0..batch)
-        .map(|i| i % plan.config.num_classes as usize)
+    let mut stepper = TimedSteps::new(plan, batch)?;
+    stepper.step();
+    let mut times: Vec<f64> = (0..steps.max(1))
+        .map(|_| {
+            let t = Instant::now();
+            stepper.step();
+            t.elapsed().as_secs_f64()
+        })
         .collect();
-    let images: Vec<f32> = (0..batch * 3 * size * size)
-        .map(|i| ((i * 7919) % 255) as f32 / 127.5 - 1.0)
-        .collect();
-    let mut times = Vec::new();
-    for i in 0..=steps {
-        let b = Batch {
-            images: images.clone(),
-            labels: labels.clone(),
-            size,
-            mix: None,
-        };
-        let t = Instant::now();
-        let (m, _, _) = train_step(model, &mut optimizer, b, 1e-3, 0.1, &device);
-        model = m;
-        if i > 0 {
-            times.push(t.elapsed().as_secs_f64());
-        }
-    }
     times.sort_by(f64::total_cmp);
     Ok(times[times.len() / 2])
 }
