@@ -221,13 +221,8 @@ impl Phased {
             let src = &x[r * width..][..width];
             for run in &self.column_runs {
                 let dst = &mut phased[base + run.offset..][..run.count];
-                if s == 1 {
-                    // A plain copy (memcpy) where the strided iterator would go element by element.
-                    dst.copy_from_slice(&src[run.first_column..][..run.count]);
-                } else {
-                    let src = src[run.first_column..].iter().step_by(s);
-                    dst.iter_mut().zip(src).for_each(|(d, v)| *d = *v);
-                }
+                let src = src[run.first_column..].iter().step_by(s);
+                dst.iter_mut().zip(src).for_each(|(d, v)| *d = *v);
             }
         }
     }
@@ -240,12 +235,8 @@ impl Phased {
             let dst = &mut dx[r * width..][..width];
             for run in &self.column_runs {
                 let src = &phased[base + run.offset..][..run.count];
-                if s == 1 {
-                    dst[run.first_column..][..run.count].copy_from_slice(src);
-                } else {
-                    let dst = dst[run.first_column..].iter_mut().step_by(s);
-                    dst.zip(src).for_each(|(d, v)| *d = *v);
-                }
+                let dst = dst[run.first_column..].iter_mut().step_by(s);
+                dst.zip(src).for_each(|(d, v)| *d = *v);
             }
         }
     }
