@@ -382,7 +382,8 @@ def main():
             r = ratios[(name, isa)]
             print(f"    / {name:14s} time {med(r):5.2f}   (rounds: {' '.join(f'{v:.2f}' for v in r)})")
     medians = {name: med(t) for name, t in times.items()}
-    for warning in pathologies(medians, args, res):
+    key = f"{args.model}@{res} batch {args.batch} threads {args.threads} {'train' if args.train else 'infer'}"
+    for warning in pathologies(medians, remember(args.history, key, medians)):
         print(f"  WARNING: {warning}")
 
 
@@ -395,33 +396,36 @@ SLOWER_THAN_PEER = 4.0
 SLOWER_THAN_LAST = 2.0
 
 
-def pathologies(medians, args, res):
-    """Warnings for peers that look pathological, and the medians recorded in --history for next time."""
+def pathologies(medians, last):
+    """Warnings for the peers whose median times look pathological, against the fastest peer and against
+    `last`, the medians of the last run of the same configuration."""
     warnings = []
     fastest = min(medians.items(), key=lambda kv: kv[1], default=None)
     for name, ms in medians.items():
         if fastest and name != fastest[0] and ms > SLOWER_THAN_PEER * fastest[1]:
             warnings.append(f"{name} took {ms / fastest[1]:.1f}x the time of {fastest[0]}: it looks pathological, "
                             "so effnet's ratio against it says little")
-    key = f"{args.model}@{res} batch {args.batch} threads {args.threads} {'train' if args.train else 'infer'}"
+        if name in last and ms > SLOWER_THAN_LAST * last[name]:
+            warnings.append(f"{name} took {ms / last[name]:.1f}x its time of the last run ({last[name]:.1f} ms): "
+                            "it looks pathological, or the machine is much busier")
+    return warnings
+
+
+def remember(path, key, medians):
+    """Records `medians` under `key` in the history file at `path` (atomically); returns the medians the
+    file held for `key` before."""
     try:
-        with open(args.history) as f:
+        with open(path) as f:
             history = json.load(f)
     except (OSError, ValueError):
         history = {}
     last = history.get(key, {})
-    for name, ms in medians.items():
-        if name in last and ms > SLOWER_THAN_LAST * last[name]:
-            warnings.append(f"{name} took {ms / last[name]:.1f}x its time of the last run ({last[name]:.1f} ms): "
-                            "it looks pathological, or the machine is much busier")
     history[key] = {**last, **medians}
-    os.makedirs(os.path.dirname(os.path.abspath(args.history)), exist_ok=True)
-    tmp = args.history + ".tmp"
-    with open(tmp, "w") as f:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
         json.dump(history, f, indent=1)
-    os.replace(tmp, args.history)
-    return warnings
-
+    os.replace(path + ".tmp", path)
+    return last
 
 if __name__ == "__main__":
     main()

@@ -73,6 +73,17 @@ enum Command {
     Weights(commands::weights::WeightsArgs),
 }
 
+impl Command {
+    /// Whether the command trains networks (`train`, `search`, `bench --train`).
+    fn trains(&self) -> bool {
+        match self {
+            Command::Train(_) | Command::Search(_) => true,
+            Command::Bench(args) => args.train,
+            _ => false,
+        }
+    }
+}
+
 /// Lets `effnet ... | head` end quietly when the reader goes away, as other command-line tools do, instead of
 /// failing on a broken pipe.
 fn restore_default_sigpipe() {
@@ -89,9 +100,7 @@ const MAX_THREADS_PER_CORE: usize = 8;
 fn main() -> ExitCode {
     restore_default_sigpipe();
     let cli = Cli::parse();
-    if matches!(&cli.command, Command::Train(_) | Command::Search(_))
-        || matches!(&cli.command, Command::Bench(args) if args.train)
-    {
+    if cli.command.trains() {
         // Before any thread exists: training reuses its large buffers instead of faulting them in again.
         effnet_train::allocator::keep_freed_memory();
     }
